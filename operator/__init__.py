@@ -1,0 +1,1 @@
+"""The Kopf operator that runs ClipTrainingJobs in a cluster (installed as ``kubeclip.operator``)."""
