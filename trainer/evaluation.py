@@ -9,6 +9,7 @@ evaluation batch size (a per-batch contrastive loss over one pair is always zero
 from __future__ import annotations
 
 import dataclasses
+import math
 from contextlib import AbstractContextManager
 from typing import Callable, Sequence
 
@@ -102,6 +103,10 @@ def score_embeddings(embeddings: SplitEmbeddings, logit_scale: float, seed: int)
     results["mean_matched_similarity"] = similarity[matched].mean().item()
     results["mean_mismatched_similarity"] = similarity[~matched].mean().item() if (~matched).any() else float("nan")
     results["images"] = float(similarity.shape[0])
+    results["captions"] = float(similarity.shape[1])
+    counts = torch.bincount(embeddings.caption_owner, minlength=similarity.shape[0]).tolist()
+    for k in RECALL_KS:
+        results[f"image_to_text_chance_r{k}"] = chance_image_to_text_recall(counts, k)
     return results
 
 
@@ -129,3 +134,14 @@ def _recall(similarity: torch.Tensor, caption_owner: torch.Tensor) -> dict[str, 
 def chance_recall(num_images: int, k: int) -> float:
     """Expected text-to-image recall@k of a model that ranks images at random."""
     return min(k, num_images) / num_images
+
+
+def chance_image_to_text_recall(caption_counts: Sequence[int], k: int) -> float:
+    """Expected image-to-text recall@k of a model that ranks captions at random.
+
+    An image with ``c`` of the ``n`` captions misses only if all ``k`` drawn captions
+    are among the other ``n - c``: the chance of that is C(n-c, k) / C(n, k).
+    """
+    total = sum(caption_counts)
+    hits = [1.0 - math.comb(total - count, k) / math.comb(total, k) if k <= total else 1.0 for count in caption_counts]
+    return sum(hits) / len(hits)

@@ -48,11 +48,17 @@ def _add_validate_parser(commands: argparse._SubParsersAction) -> None:
         "zip", metavar="ZIP", help=f"dataset archive: a local path, an s3://, gs:// or http(s):// URL, or {BUILTIN_SCHEME}NAME for a built-in dataset"
     )
     parser.add_argument("--skip-invalid", action="store_true", help="exit 0 if at least one sample is valid, and summarise what training would skip")
+    parser.add_argument(
+        "--job",
+        metavar="JOB.yaml",
+        type=Path,
+        help="take the tokenizer and prompt settings from a ClipTrainingJob file (options given here still win); "
+        "with the Small preset, the tokenizer is trained on the archive's captions as in training",
+    )
     parser.add_argument("--tokenizer", metavar="DIR_OR_ID", help="tokenizer directory or Hugging Face id, to add token-length statistics")
     parser.add_argument(
         "--prompt-max-length",
         type=int,
-        default=DEFAULT_PROMPT_MAX_LENGTH,
         metavar="N",
         help=f"max tokens per caption after the prompt is applied, above which captions count as truncated (default: {DEFAULT_PROMPT_MAX_LENGTH})",
     )
@@ -91,15 +97,50 @@ def _add_pack_parser(commands: argparse._SubParsersAction) -> None:
 def run_validate(args: argparse.Namespace) -> int:
     """Validate an archive, print the report and statistics, and return 0 (valid) or 3 (invalid)."""
     try:
+        small_preset = _apply_job_settings(args)
         _check_prompt_arguments(args)
         zip_path = fetch_dataset(DataConfig(source=args.zip), args.cache_dir.expanduser())
         report = validate_archive(zip_path, max_image_pixels=args.max_image_pixels)
-        count_tokens = _load_token_counter(args)
+        count_tokens = _small_preset_counter(report, args) if small_preset else _load_token_counter(args)
         stats = compute_statistics(report, count_tokens=count_tokens, prompt_max_length=args.prompt_max_length)
     except TrainerError as err:
         return _print_error(err, err.exit_code)
     print(_render_validation(report, stats, args))
     return _validation_exit_code(report, args.skip_invalid)
+
+
+def _apply_job_settings(args: argparse.Namespace) -> bool:
+    """Fill unset prompt and tokenizer options from ``--job``; return True for the Small preset."""
+    if args.job is None:
+        args.prompt_max_length = args.prompt_max_length or DEFAULT_PROMPT_MAX_LENGTH
+        return False
+    from kubeclip.api.loading import InvalidJobError, load_job_file
+    from kubeclip.api.recommendations import resolve_settings
+
+    try:
+        job = load_job_file(args.job)
+        settings = resolve_settings(job)
+    except (InvalidJobError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    dataset = job.spec.dataset
+    args.prompt_max_length = args.prompt_max_length or settings.prompt_max_length
+    args.system_prompt = args.system_prompt if args.system_prompt is not None else dataset.system_prompt
+    args.prompt_template = args.prompt_template if args.prompt_template is not None else dataset.prompt_template
+    small_preset = job.spec.model.preset is not None and args.tokenizer is None
+    if not small_preset:
+        args.tokenizer = args.tokenizer or job.spec.model.base_model
+    return small_preset
+
+
+def _small_preset_counter(report: ValidationReport, args: argparse.Namespace) -> TokenCounter:
+    """Train the Small preset's tokenizer on the archive's captions, as a training run does."""
+    from kubeclip.trainer.data.text import CaptionTokenizer, PromptFormat
+    from kubeclip.trainer.presets import train_small_tokenizer
+
+    prompt = PromptFormat(system_prompt=args.system_prompt, template=args.prompt_template)
+    texts = [prompt.apply(caption) for sample in report.samples for caption in sample.captions]
+    tokenizer = train_small_tokenizer(texts, args.prompt_max_length)
+    return CaptionTokenizer(tokenizer, prompt, max_length=args.prompt_max_length).count_tokens
 
 
 def _check_prompt_arguments(args: argparse.Namespace) -> None:

@@ -67,15 +67,13 @@ def run_train_command(args: argparse.Namespace) -> int:
 
 def format_summary(figures: dict, output_dir: Path) -> str:
     """Render the end-of-run table: loss and recall before and after training, for each split."""
-    from kubeclip.trainer.evaluation import chance_recall
-
     rows = [("split", "figure", "before", "after", "chance")]
     for split in ("validation", "train"):
         before = figures.get(f"baseline_{split}") or {}
         after = figures[f"final_{split}"]
         images = int(after["images"])
         for key in ("loss", "text_to_image_r1", "text_to_image_r5", "image_to_text_r1", "image_to_text_r5"):
-            chance = "" if key == "loss" else f"{chance_recall(images, int(key.rsplit('_r', 1)[1])):.3f}"
+            chance = _chance_text(key, after, images)
             rows.append((f"{split} ({images} images)", key, _number(before.get(key)), _number(after[key]), chance))
     widths = [max(len(row[column]) for row in rows) for column in range(5)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
@@ -86,9 +84,20 @@ def format_summary(figures: dict, output_dir: Path) -> str:
         f"model: {figures['model_location']}",
         f"curves: {output_dir / 'training_curves.png'}   history: {output_dir / 'metrics.jsonl'}",
         "train figures are on a subset of the training images the model learned from; validation images were held out.",
-        "text_to_image chance is k / images; image_to_text chance is higher when images have several captions.",
+        "chance: the expected recall of a model that ranks candidates at random.",
     ]
     return "\n".join(lines + footer)
+
+
+def _chance_text(key: str, figures: dict, images: int) -> str:
+    from kubeclip.trainer.evaluation import chance_recall
+
+    if key == "loss":
+        return ""
+    k = int(key.rsplit("_r", 1)[1])
+    if key.startswith("image_to_text"):
+        return _number(figures.get(f"image_to_text_chance_r{k}"))
+    return _number(chance_recall(images, k))
 
 
 def _number(value) -> str:

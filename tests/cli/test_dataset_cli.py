@@ -195,3 +195,19 @@ def test_pack_error_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert captured.err.startswith("error: source folder")
     assert "exactly one captions file" in captured.err
     assert not (tmp_path / "out.zip").exists()
+
+
+def test_validate_with_small_preset_job_counts_tokens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "apiVersion: kubeclip.dev/v1alpha1\nkind: ClipTrainingJob\nmetadata: {name: demo}\n"
+        "spec:\n  model: {preset: Small}\n"
+        "  dataset: {source: {uri: data.zip}, promptTemplate: 'a photo of {caption}', promptMaxLength: 8}\n"
+        "  infrastructure: {gpuType: L40}\n",
+        encoding="utf-8",
+    )
+    exit_code = run_cli("dataset", "validate", str(valid_archive(tmp_path)), "--job", str(job), "--cache-dir", str(tmp_path / "cache"))
+    output = capsys.readouterr().out
+    assert exit_code == 0
+    assert "tokens per caption, prompt included" in output
+    assert "truncated at prompt max length 8" in output

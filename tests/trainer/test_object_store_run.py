@@ -41,7 +41,8 @@ def test_run_reads_and_writes_object_store_then_resumes(store_prefix, tmp_path, 
 
     # A new process on another machine: empty cache, the same output location.
     second_config = make_config(f"{store_prefix}/data.zip", f"{store_prefix}/out", tmp_path / "cache-second", optimization={"max_steps": 8}, schedule={"save_total_limit": 1})
-    # Listen on the package logger itself: the CLI's logging setup turns off propagation.
+    # Listen on the package logger itself, because the CLI's logging setup turns off
+    # propagation; with propagation on, each record then arrives twice.
     package_logger = logging.getLogger("kubeclip")
     package_logger.addHandler(caplog.handler)
     try:
@@ -50,7 +51,31 @@ def test_run_reads_and_writes_object_store_then_resumes(store_prefix, tmp_path, 
     finally:
         package_logger.removeHandler(caplog.handler)
     resumed = [record for record in caplog.records if record.getMessage() == "resuming from checkpoint"]
-    assert [record.checkpoint for record in resumed] == ["checkpoint-8"]
+    assert {record.checkpoint for record in resumed} == {"checkpoint-8"}
     assert second.figures["steps"] == 8
     history = remote.read_bytes(f"{store_prefix}/out/metrics.jsonl").decode().splitlines()
     assert json.loads(history[0])["step"] == 0
+
+
+@pytest.mark.objectstore
+def test_encoders_load_from_object_store_directory(store_prefix, tmp_path):
+    from tests.trainer.test_model import CAPTIONS
+    from transformers import CLIPVisionConfig, CLIPVisionModel, RobertaModel
+
+    from kubeclip.trainer import presets
+    from kubeclip.trainer.config import ModelConfig
+    from kubeclip.trainer.model import build_dual_encoder
+
+    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8))
+    vision.save_pretrained(tmp_path / "vision")
+    presets.build_small_image_processor().save_pretrained(tmp_path / "vision")
+    tokenizer = presets.train_small_tokenizer(CAPTIONS, max_length=40)
+    RobertaModel(presets.build_small_text_config(len(tokenizer), 40)).save_pretrained(tmp_path / "text")
+    tokenizer.save_pretrained(tmp_path / "text")
+    remote.upload_directory(tmp_path / "vision", f"{store_prefix}/encoders/vision")
+    remote.upload_directory(tmp_path / "text", f"{store_prefix}/encoders/text")
+
+    config = ModelConfig(vision_encoder=f"{store_prefix}/encoders/vision", text_encoder=f"{store_prefix}/encoders/text", projection_dim=16)
+    bundle = build_dual_encoder(config, prompt_max_length=32, cache_dir=tmp_path / "cache", training_texts=[])
+    assert bundle.model.config.vision_config.hidden_size == 32
+    assert any((tmp_path / "cache" / "models").rglob("model.safetensors"))
