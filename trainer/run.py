@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
+from transformers.utils import logging as transformers_logging
 
 from kubeclip.trainer import config as config_module
 from kubeclip.trainer.checkpoint import CheckpointStore, TrainingPosition
@@ -88,6 +89,7 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
 
     # 1. Check the config, then prepare the output and cache folders.
     config_module.validate(config)
+    transformers_logging.disable_progress_bar()  # its bars would interleave with the structured log
     cache_dir = Path(config.runtime.cache_dir).expanduser()
     staging = _staging_dir(config, cache_dir)
     staging.mkdir(parents=True, exist_ok=True)

@@ -154,3 +154,36 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tinted_zip, tmp_path):
     assert expected.keys() == actual.keys()
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def _with_broken_lines(source: Path, target: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for member in original.namelist():
+            data = original.read(member)
+            if member == "captions.jsonl":
+                data += b'{"image": "images/missing.jpg", "captions": ["a photo that is not there"]}\nnot json\n'
+            copy.writestr(member, data)
+    return target
+
+
+def test_invalid_samples_fail_run_by_default(tinted_zip, tmp_path):
+    from kubeclip.trainer.errors import DatasetError
+
+    broken = _with_broken_lines(tinted_zip, tmp_path / "broken.zip")
+    config = make_config(broken, tmp_path / "out", tmp_path / "cache", optimization={"max_steps": 8})
+    with pytest.raises(DatasetError, match=r"(?s)line 49.*images/missing.jpg.*line 50.*skipInvalidSamples"):
+        run_training(config)
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_invalid_samples_skipped_when_requested(tinted_zip, tmp_path):
+    broken = _with_broken_lines(tinted_zip, tmp_path / "broken.zip")
+    config = make_config(broken, tmp_path / "out", tmp_path / "cache", optimization={"max_steps": 8}, data={"skip_invalid_samples": True})
+    result = run_training(config)
+    skipped = (tmp_path / "out" / "skipped_samples.txt").read_text()
+    assert "48 of 50 lines are valid samples, and 2 lines are skipped" in skipped
+    assert "images/missing.jpg" in skipped
+    assert result.figures["skipped_lines"] == 2
+    assert result.figures["train_images"] + result.figures["validation_images"] == 48
