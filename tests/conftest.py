@@ -1,3 +1,3 @@
 """Fixtures shared by every test folder."""
 
-pytest_plugins = ["tests.support.objectstores", "tests.support.training"]
+pytest_plugins = ["tests.support.objectstores", "tests.support.training", "tests.support.controlplane"]

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# Idle OpenMP threads spin by default. With data loader workers on a few cores they
+# steal the training process's time: 65 against 7 samples/s measured on 2 cores
+# (docs/benchmarks.md). It must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from kubeclip import __version__
 
@@ -13,10 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kubeclip {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from kubeclip.cli import dataset, train
+    from kubeclip.cli import dataset, dev, train
 
     train.register(subparsers)
     dataset.register(subparsers)
+    dev.register(subparsers)
     return parser
 
 
