@@ -23,7 +23,8 @@ RUN pip install --no-cache-dir .
 ENV HOME=/home/kubeclip \
     HF_HOME=/home/kubeclip/.cache/huggingface \
     PYTHONUNBUFFERED=1 \
-    TOKENIZERS_PARALLELISM=false
+    TOKENIZERS_PARALLELISM=false \
+    OMP_WAIT_POLICY=PASSIVE
 USER 1000:1000
 ENTRYPOINT ["python", "-m", "kubeclip.trainer"]
 CMD ["--help"]

@@ -6,8 +6,14 @@ The exit code says whether a retry can help (see ``kubeclip.trainer.errors.ExitC
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
+
+# Idle OpenMP threads spin by default. With data loader workers on a few cores they
+# steal the training process's time: 65 against 7 samples/s measured on 2 cores
+# (docs/benchmarks.md). It must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 from kubeclip.trainer.config import TrainerConfig
