@@ -62,10 +62,22 @@ def _format_value(value: object) -> str:
     return str(value)
 
 
+class _ProgressBarAwareHandler(logging.StreamHandler):
+    """Writes records through ``tqdm.write``, which clears a progress bar first and redraws it after."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
 def configure_logging(job: JobIdentity, *, json_lines: bool | None = None, level: int = logging.INFO) -> None:
     """Send ``kubeclip`` logs to stderr: JSON lines unless stderr is a terminal."""
     use_json = not sys.stderr.isatty() if json_lines is None else json_lines
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr) if use_json else _ProgressBarAwareHandler(sys.stderr)
     handler.setFormatter(JsonLineFormatter(job) if use_json else ConsoleFormatter())
     root = logging.getLogger("kubeclip")
     root.handlers[:] = [handler]
