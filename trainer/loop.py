@@ -112,26 +112,25 @@ def resolve_warmup_steps(config: OptimizationConfig, total_steps: int) -> int:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimizationConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine or linear decay to 0, or a constant rate."""
+    """Linear warm-up, then cosine or linear decay to 0, or a constant rate.
+
+    The shape is a plain function, which LambdaLR leaves out of its state_dict, so a
+    run resumed with more epochs follows the new length instead of the saved one.
+    """
     warmup = resolve_warmup_steps(config, total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, _LearningRateShape(config.lr_scheduler, warmup, total_steps))
+    kind = config.lr_scheduler
 
-
-class _LearningRateShape:
-    """Multiplier of the peak learning rate at a step; a class so the scheduler state pickles."""
-
-    def __init__(self, kind: str, warmup_steps: int, total_steps: int) -> None:
-        self.kind, self.warmup_steps, self.total_steps = kind, warmup_steps, total_steps
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        if self.kind == "Cosine":
+    def learning_rate_multiplier(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if kind == "Cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        if self.kind == "Linear":
+        if kind == "Linear":
             return max(0.0, 1.0 - progress)
         return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_multiplier)
 
 
 @dataclasses.dataclass

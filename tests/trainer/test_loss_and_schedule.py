@@ -69,3 +69,23 @@ def test_weight_decay_skips_biases_and_logit_scale():
     assert decayed["weight_decay"] == 0.1
     assert len(undecayed["params"]) == 2
     assert undecayed["weight_decay"] == 0.0
+
+
+def test_resumed_schedule_follows_new_length():
+    model = torch.nn.Linear(2, 2)
+    config = OptimizationConfig(learning_rate=1.0, warmup_steps=0, lr_scheduler="Cosine")
+    optimizer = build_optimizer(model, config)
+    short = build_scheduler(optimizer, config, total_steps=20)
+    for _ in range(10):
+        optimizer.step()
+        short.step()
+    saved = short.state_dict()
+
+    longer_optimizer = build_optimizer(model, config)
+    longer = build_scheduler(longer_optimizer, config, total_steps=40)
+    longer.load_state_dict(saved)
+    assert longer.last_epoch == 10
+    longer_optimizer.step()
+    longer.step()
+    expected = 0.5 * (1.0 + math.cos(math.pi * 11 / 40))
+    assert longer.get_last_lr()[0] == pytest.approx(expected)
