@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from kubeclip.trainer.config import OutputConfig
+from kubeclip.trainer.errors import ConfigError, TrainerError
 from kubeclip.trainer.storage import paths, remote
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class LoadedCheckpoint:
     position: TrainingPosition
     history: list[dict[str, Any]]
     name: str
+    #: The trainer config the checkpoint was written with.
+    config: dict[str, Any]
 
 
 class CheckpointStore:
@@ -73,6 +76,7 @@ class CheckpointStore:
     def save(self, *, model: torch.nn.Module, optimizer, scheduler, position: TrainingPosition, history: list[dict[str, Any]], config: dict[str, Any]) -> str:
         """Write a complete checkpoint for ``position.step`` and delete the oldest beyond the limit."""
         name = f"checkpoint-{position.step}"
+        _require_finite_weights(model, position.step)
         self.local_root.mkdir(parents=True, exist_ok=True)
         partial = self.local_root / f".partial-{name}-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
@@ -145,9 +149,15 @@ class CheckpointStore:
             if state is None:
                 logger.warning("skipping damaged checkpoint", extra={"checkpoint": name})
                 continue
-            _load_payload(folder, model, optimizer, scheduler, device)
+            try:
+                _load_payload(folder, model, optimizer, scheduler, device)
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise ConfigError(
+                    f"checkpoint {name} in {self.output.location} belongs to a different model or job and cannot be loaded "
+                    f"({str(err).splitlines()[0]}); choose another output location, or delete its checkpoints folder to start over"
+                ) from err
             logger.info("resuming from checkpoint", extra={"checkpoint": name, "step": state["position"]["step"]})
-            return LoadedCheckpoint(TrainingPosition(**state["position"]), state["history"], name)
+            return LoadedCheckpoint(TrainingPosition(**state["position"]), state["history"], name, state.get("config", {}))
         return None
 
     def _fetch(self, name: str) -> Path:
@@ -158,8 +168,26 @@ class CheckpointStore:
         return folder
 
 
+def _require_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """Refuse to save weights that hold NaN or infinity: a run resumed from them could never recover."""
+    broken = [name for name, parameter in model.named_parameters() if not torch.isfinite(parameter).all()]
+    if broken:
+        raise TrainerError(
+            f"{len(broken)} weight tensors (such as {broken[0]}) became NaN or infinite at step {step}, so no checkpoint "
+            "was saved there; lower spec.training.learningRate and rerun, which resumes from the last good checkpoint"
+        )
+
+
+def make_readable(path: Path) -> None:
+    """Give a file the permissions the umask allows (safetensors writes weights as 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _write_payload(folder: Path, model: torch.nn.Module, optimizer, scheduler) -> None:
     save_model(model, str(folder / "model.safetensors"))
+    make_readable(folder / "model.safetensors")
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     torch.save(scheduler.state_dict(), folder / "scheduler.pt")
     torch.save(capture_rng_state(), folder / "rng.pt")

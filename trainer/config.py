@@ -201,6 +201,10 @@ def validate(config: TrainerConfig) -> None:
     _check_data(config.data)
     _check_optimization(config.optimization)
     _check_schedule(config.schedule)
+    if not 0 <= config.runtime.metrics_port <= 65535:
+        raise ConfigError(f"metrics port must be between 0 (off) and 65535, got {config.runtime.metrics_port}")
+    if config.runtime.device != "auto" and config.runtime.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {config.runtime.device!r}")
     if config.model.projection_dim < 1:
         raise ConfigError(f"model projection_dim must be at least 1, got {config.model.projection_dim}")
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from transformers import VisionTextDualEncoderModel, VisionTextDualEncoderProcessor
 
-from kubeclip.trainer.checkpoint import file_sha256
+from kubeclip.trainer.checkpoint import file_sha256, make_readable
 from kubeclip.trainer.config import TrainerConfig
 from kubeclip.trainer.errors import TrainerError
 from kubeclip.trainer.evaluation import EvaluationSet, SplitEmbeddings, embed_split
@@ -33,6 +33,7 @@ def save_final_model(model, tokenizer, image_processor, folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    make_readable(folder / WEIGHTS_FILE)
     return file_sha256(folder / WEIGHTS_FILE)
 
 
@@ -80,8 +81,7 @@ def write_model_card(folder: Path, config: TrainerConfig, figures: dict[str, Any
         f"A vision-text dual encoder fine-tuned by kubeclip (job {config.job.namespace}/{config.job.name}).",
         "",
         "## Model",
-        f"- Vision encoder: `{config.model.vision_encoder}`" + (" (Small preset, randomly initialised)" if config.model.preset else ""),
-        f"- Text encoder: `{config.model.text_encoder}`" + (" (Small preset, randomly initialised)" if config.model.preset else ""),
+        *_encoder_lines(config),
         f"- Projection size: {config.model.projection_dim}",
         f"- Weights: `{WEIGHTS_FILE}`, SHA-256 `{weights_sha256}`",
         "",
@@ -114,14 +114,24 @@ def write_model_card(folder: Path, config: TrainerConfig, figures: dict[str, Any
     return path
 
 
+def _encoder_lines(config: TrainerConfig) -> list[str]:
+    if config.model.preset is not None:
+        return [
+            f"- Vision encoder: {config.model.preset} preset, a 4-layer CLIP vision transformer trained from random weights",
+            f"- Text encoder: {config.model.preset} preset, a 4-layer RoBERTa trained from random weights, with a tokenizer trained on the captions",
+        ]
+    return [f"- Vision encoder: `{config.model.vision_encoder}`", f"- Text encoder: `{config.model.text_encoder}`"]
+
+
 def publish_outputs(staging_dir: Path, config: TrainerConfig) -> str:
     """Upload the run folder to an object-store output; return where the final model is."""
     location = config.output.location
     if paths.is_local(location):
         return str(paths.local_path(location) / "model")
     for path in sorted(staging_dir.rglob("*")):
-        if path.is_file() and "checkpoints" not in path.relative_to(staging_dir).parts:
-            remote.upload_file(path, paths.join(location, *path.relative_to(staging_dir).parts), region=config.output.region, profile=config.output.profile)
+        parts = path.relative_to(staging_dir).parts
+        if path.is_file() and "checkpoints" not in parts and not parts[-1].startswith("."):
+            remote.upload_file(path, paths.join(location, *parts), region=config.output.region, profile=config.output.profile)
     return paths.join(location, "model")
 
 

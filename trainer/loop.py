@@ -159,8 +159,8 @@ def training_step(context: StepContext, batch: dict[str, torch.Tensor], step: in
     loss = contrastive_loss(outputs.logits_per_image.float())
     if not torch.isfinite(loss):
         raise TrainerError(
-            f"training loss became {loss.item()} at step {step}; lower spec.training.learningRate "
-            "or set spec.training.maxGradNorm, then rerun (the run resumes from the newest checkpoint)"
+            f"training loss became {loss.item()} at step {step}; lower spec.training.learningRate and rerun, "
+            "which resumes from the newest checkpoint with the new rate (checkpoints never hold NaN weights)"
         )
 
     # Backward with loss scaling (a no-op unless float16), then clip the global norm.

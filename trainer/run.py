@@ -38,7 +38,7 @@ from kubeclip.trainer.data.sources import fetch_dataset
 from kubeclip.trainer.data.split import split_by_image
 from kubeclip.trainer.data.text import CaptionTokenizer, PromptFormat, tokenize_eagerly
 from kubeclip.trainer.data.validation import validate_archive
-from kubeclip.trainer.errors import DatasetError, TrainingInterrupted
+from kubeclip.trainer.errors import ConfigError, DatasetError, TrainingInterrupted
 from kubeclip.trainer.evaluation import EvaluationSet, embed_split, score_embeddings
 from kubeclip.trainer.export import publish_outputs, save_final_model, verify_saved_model, write_json, write_model_card
 from kubeclip.trainer.loop import (
@@ -52,6 +52,7 @@ from kubeclip.trainer.loop import (
     train_one_epoch,
 )
 from kubeclip.trainer.metrics import TrainerMetrics, serve_metrics
+from kubeclip.trainer.outputs import apply_current_hyperparameters, exclusive_output
 from kubeclip.trainer.model import build_dual_encoder, count_parameters
 from kubeclip.trainer.plots import plot_training_curves
 from kubeclip.trainer.reporting import ProgressBar, Reporter
@@ -82,20 +83,36 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
 
     Raises:
         ConfigError, DatasetError, StorageError: invalid input; nothing was trained.
-        TrainingInterrupted: a stop signal arrived; a checkpoint contains the progress.
+        TrainingInterrupted: a stop signal arrived; a checkpoint contains the progress
+            made in the training loop (none if it arrived before the loop).
         TrainerError: training failed (for example, the loss diverged).
     """
-    started = time.monotonic()
-
-    # 1. Check the config, then prepare the output and cache folders.
     config_module.validate(config)
-    transformers_logging.disable_progress_bar()  # its bars would interleave with the structured log
     cache_dir = Path(config.runtime.cache_dir).expanduser()
     staging = _staging_dir(config, cache_dir)
-    staging.mkdir(parents=True, exist_ok=True)
+    device = _choose_device(config.runtime.device)
+    stop = StopSignal()
+    stop.install()
+    server = None
+    try:
+        with exclusive_output(staging):
+            # The metrics endpoint starts first, so a busy port fails before any download.
+            metrics = TrainerMetrics(registry or CollectorRegistry(), with_gpu=device.type == "cuda")
+            server = serve_metrics(metrics.registry, config.runtime.metrics_port, config.runtime.metrics_address)
+            return _run(config, cache_dir, staging, device, stop, metrics)
+    finally:
+        stop.uninstall()
+        if server is not None:
+            server.shutdown()
+
+
+def _run(config: TrainerConfig, cache_dir: Path, staging: Path, device: torch.device, stop: StopSignal, metrics: TrainerMetrics) -> RunResult:
+    started = time.monotonic()
+
+    # 1. Record the config in the output folder and seed every generator.
+    transformers_logging.disable_progress_bar()  # its bars would interleave with the structured log
     write_json(staging / "trainer_config.json", config.to_dict())
     _seed_everything(config.optimization.seed)
-    device = _choose_device(config.runtime.device)
 
     # 2. Get the dataset and validate all of it before any model work.
     zip_path = fetch_dataset(config.data, cache_dir)
@@ -103,6 +120,7 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
     _handle_problems(report, config, staging)
     train_samples, validation_samples = split_by_image(report.samples, train_ratio=config.data.train_ratio, seed=config.data.split_seed)
     logger.info("dataset ready", extra={"train_images": len(train_samples), "validation_images": len(validation_samples), "archive": str(zip_path)})
+    _stop_if_requested(stop)
 
     # 3. Build the model and the preprocessing that belongs to it.
     prompt = PromptFormat(config.data.system_prompt, config.data.prompt_template)
@@ -114,6 +132,7 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
 
     # 4. Tokenize and build the data pipeline.
     tokenizer = CaptionTokenizer(bundle.tokenizer, prompt, config.data.prompt_max_length)
+    _check_prompt_leaves_room(tokenizer)
     images = ImageLoader(ArchiveReader(zip_path), ImageTransform.from_image_processor(bundle.image_processor), config.data.max_image_pixels)
     train_captions = _caption_source(train_samples, tokenizer, config, cache_dir)
     train_pairs = TrainingPairs(train_samples, images, train_captions, config.optimization.seed)
@@ -132,9 +151,8 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
     scaler = torch.amp.GradScaler(device.type, enabled=precision.autocast_dtype == torch.float16)
     context = StepContext(model, optimizer, scheduler, scaler, device, precision.autocast(device), config.optimization.max_grad_norm)
 
-    # 6. Metrics endpoint, reporter, and the checkpoint to resume from, if any.
-    metrics = TrainerMetrics(registry or CollectorRegistry())
-    server = serve_metrics(metrics.registry, config.runtime.metrics_port, config.runtime.metrics_address)
+    # 6. Reporter, and the checkpoint to resume from, if any.
+    _stop_if_requested(stop)
     reporter = Reporter(metrics, staging / "metrics.jsonl", total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     checkpoints = CheckpointStore(config.output, staging, config.schedule.save_total_limit)
     checkpoints.remove_partial_saves()
@@ -143,6 +161,7 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
     if resumed is not None:
         position = resumed.position
         reporter.restore(resumed.history)
+        apply_current_hyperparameters(optimizer, scheduler, config, resumed.config)
     else:
         reporter.restore([])
     logger.info(
@@ -173,8 +192,7 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
         evaluate(("validation", "train"))
 
     # 8. Train epoch by epoch, stopping at the step limit or on a stop signal.
-    stop = StopSignal()
-    stop.install()
+    _stop_if_requested(stop)
     bar = ProgressBar(config.runtime.progress_bar, total_steps, position.step)
     schedule = config.schedule
 
@@ -201,7 +219,6 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
             raise TrainingInterrupted(f"stopped by signal {stop.received} at step {position.step}; the next run resumes from the checkpoint saved there")
     finally:
         bar.close()
-        stop.uninstall()
 
     # 9. Final evaluation and checkpoint, then the model in Hugging Face format.
     final = evaluate(("validation", "train"))
@@ -220,10 +237,25 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
     plot_training_curves(reporter.history, staging / "training_curves.png", f"{config.job.experiment}: {position.step} steps")
     write_json(staging / "summary.json", figures | {"weights_sha256": weights_sha256})
     model_location = publish_outputs(staging, config)
-    if server is not None:
-        server.shutdown()
     logger.info("training finished", extra={"model": model_location, "steps": position.step, "seconds": round(time.monotonic() - started, 1)})
     return RunResult(staging, model_location, figures | {"model_location": model_location})
+
+
+def _stop_if_requested(stop: StopSignal) -> None:
+    """Raise TrainingInterrupted if a stop signal arrived while the run was still setting up."""
+    if stop.received is not None:
+        raise TrainingInterrupted(f"stopped by signal {stop.received} before training started; nothing was saved")
+
+
+def _check_prompt_leaves_room(tokenizer: CaptionTokenizer) -> None:
+    """Reject a system prompt and template that fill the token budget before the caption starts."""
+    prompt_only = tokenizer.count_tokens([""])[0]
+    if prompt_only >= tokenizer.max_length - 1:
+        raise ConfigError(
+            f"the system prompt and prompt template alone take {prompt_only} tokens, and the prompt max length is "
+            f"{tokenizer.max_length}, so every caption would be cut off; shorten spec.dataset.systemPrompt or raise "
+            "spec.dataset.promptMaxLength"
+        )
 
 
 def _staging_dir(config: TrainerConfig, cache_dir: Path) -> Path:
@@ -242,6 +274,8 @@ def _seed_everything(seed: int) -> None:
 def _choose_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {requested!r} was requested, but CUDA is not available here; use --device cpu or auto")
     return torch.device(requested)
 
 
@@ -289,7 +323,7 @@ def _summarize(history, final, check, position: TrainingPosition, precision: str
     baseline_train = next((entry for entry in history if entry["kind"] == "eval" and entry["split"] == "train" and entry["step"] == 0), None)
     return {
         "steps": position.step,
-        "epochs_completed": position.epoch,
+        "epochs_completed": round(position.samples_seen / max(len(train_samples), 1), 2),
         "samples_seen": position.samples_seen,
         "train_images": len(train_samples),
         "validation_images": len(validation_samples),

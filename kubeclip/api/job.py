@@ -5,6 +5,13 @@ files with them, the builders turn them into the trainer's config, and the CRD s
 is generated from them, so field names are the Kubernetes (lowerCamelCase) names and
 every field has a description that ``kubectl explain`` can show.
 
+Checks that the API server can run itself are written next to the field as CEL rules
+(the ``x-kubernetes-validations`` key of ``json_schema_extra``), which
+``kubeclip.api.crd`` copies into the CRD. The pydantic validators make the same checks
+for laptop runs, which never reach an API server. ``ClipDataset``, a dataset registered
+once and referenced by jobs through ``spec.dataset.datasetRef``, is defined here too
+because it reuses ``DatasetSource``.
+
 Settings whose best value depends on the base model (learning rate, prompt length,
 batch size, epochs, projection size, warm-up) have no schema default: an unset field
 is ``None`` and ``kubeclip.api.recommendations`` fills it for the chosen model, so an
@@ -22,12 +29,43 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 API_GROUP = "kubeclip.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "ClipTrainingJob"
+DATASET_KIND = "ClipDataset"
 
 # Decimal or scientific notation such as "1e-5", "0.00002" or "2.5E-4". Hyperparameters
 # are strings in the API because JSON floats do not round-trip exactly through every
 # client (a YAML 1e-5 can come back as 9.999999999999999e-06).
 DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: Key of ``json_schema_extra`` whose list of CEL rules goes into the CRD schema unchanged.
+CEL_RULES_KEY = "x-kubernetes-validations"
+# The pydantic check of trainSplitRatio + validationSplitRatio == 1 and its CEL twin
+# allow this much rounding error.
+_SPLIT_SUM_TOLERANCE = 1e-6
+
+
+def cel_rule(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    """Build one CEL validation rule as the CRD schema spells it.
+
+    Args:
+        rule: CEL expression evaluated with ``self`` bound to the field (and ``oldSelf``
+            to its stored value, which makes it a transition rule).
+        message: Error the API server returns when the rule is false; it names the field and the fix.
+        field_path: Path, relative to ``self``, that the API server reports, such as ``.region``.
+        reason: FieldValueInvalid (the API server's default), FieldValueRequired,
+            FieldValueForbidden or FieldValueDuplicate.
+    """
+    definition = {"rule": rule, "message": message}
+    if field_path is not None:
+        definition["fieldPath"] = field_path
+    if reason is not None:
+        definition["reason"] = reason
+    return definition
+
+
+def _immutable_after_creation(field: str, remedy: str) -> dict[str, list[dict[str, str]]]:
+    # A transition rule runs only on updates where the field exists in both versions.
+    message = f"{field} is immutable after the job is created; {remedy}"
+    return {CEL_RULES_KEY: [cel_rule("self == oldSelf", message)]}
 
 
 class _ApiModel(BaseModel):
@@ -76,14 +114,31 @@ class DistributedConfiguration(str, enum.Enum):
     SINGLE = "Single"
 
 
-class LocalObjectReference(_ApiModel):
-    """A reference to an object by name in the job's own namespace."""
+class DatasetType(str, enum.Enum):
+    ZIP_JSONL = "ZipJsonl"
 
-    name: str = Field(description="Name of the referenced object, in the job's namespace.", min_length=1)
+
+class LocalObjectReference(_ApiModel):
+    """A reference to an object by name in the referring object's own namespace."""
+
+    name: str = Field(description="Name of the referenced object, in the referring object's namespace.", min_length=1)
 
 
 class ModelSpec(_ApiModel):
     """The dual encoder to fine-tune."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            CEL_RULES_KEY: [
+                cel_rule(
+                    "!has(self.lora)",
+                    "LoRA is not supported because kubeclip fine-tunes both encoders fully; remove spec.model.lora",
+                    field_path=".lora",
+                    reason="FieldValueForbidden",
+                )
+            ]
+        }
+    )
 
     type: ModelType = Field(ModelType.CLIP, description="Model family. CLIP (a vision and a text encoder trained contrastively) is the only one.")
     base_model: str = Field(
@@ -120,6 +175,21 @@ class ModelSpec(_ApiModel):
 class DatasetSource(_ApiModel):
     """Where a dataset ZIP (images plus one JSONL file of captions) is stored."""
 
+    # Cluster-only check: a laptop run can take the region from the AWS profile, so the
+    # pydantic model accepts an s3:// uri without a region.
+    model_config = ConfigDict(
+        json_schema_extra={
+            CEL_RULES_KEY: [
+                cel_rule(
+                    "!self.uri.startsWith('s3://') || has(self.region)",
+                    "region is required when the source uri starts with s3://; set source.region to the bucket's AWS region, for example eu-west-1",
+                    field_path=".region",
+                    reason="FieldValueRequired",
+                )
+            ]
+        }
+    )
+
     uri: str = Field(
         min_length=1,
         description="Location of the ZIP: s3://bucket/key.zip, gs://bucket/object.zip, https://..., "
@@ -138,6 +208,24 @@ class DatasetSource(_ApiModel):
 class DatasetSpec(_ApiModel):
     """The training data and how captions become model input."""
 
+    # The API server applies the split ratios' defaults before it evaluates these rules,
+    # so both ratios are always present.
+    model_config = ConfigDict(
+        json_schema_extra={
+            CEL_RULES_KEY: [
+                cel_rule(
+                    "has(self.source) != has(self.datasetRef)",
+                    "set exactly one of spec.dataset.source (an inline dataset) and spec.dataset.datasetRef (a registered ClipDataset)",
+                ),
+                cel_rule(
+                    f"self.trainSplitRatio + self.validationSplitRatio > {1 - _SPLIT_SUM_TOLERANCE}"
+                    f" && self.trainSplitRatio + self.validationSplitRatio < {1 + _SPLIT_SUM_TOLERANCE}",
+                    "spec.dataset.trainSplitRatio and spec.dataset.validationSplitRatio must sum to 1; for example set 0.9 and 0.1",
+                ),
+            ]
+        }
+    )
+
     source: DatasetSource | None = Field(None, description="The dataset given inline. Exactly one of source and datasetRef is set.")
     dataset_ref: LocalObjectReference | None = Field(
         None, alias="datasetRef", description="A registered ClipDataset in the job's namespace. Exactly one of source and datasetRef is set."
@@ -154,7 +242,17 @@ class DatasetSpec(_ApiModel):
     )
     system_prompt: str | None = Field(None, alias="systemPrompt", description="Static text put before every caption.")
     prompt_template: str | None = Field(
-        None, alias="promptTemplate", description="Template applied to every caption, with one {caption} placeholder, e.g. 'a photo of {caption}'."
+        None,
+        alias="promptTemplate",
+        description="Template applied to every caption, with one {caption} placeholder, e.g. 'a photo of {caption}'.",
+        json_schema_extra={
+            CEL_RULES_KEY: [
+                cel_rule(
+                    "self.indexOf('{caption}') >= 0 && self.indexOf('{caption}') == self.lastIndexOf('{caption}')",
+                    "spec.dataset.promptTemplate must contain {caption} exactly once, for example 'a photo of {caption}'",
+                )
+            ]
+        },
     )
     split_type: SplitType = Field(SplitType.RANDOM, alias="splitType", description="How images are split into training and validation sets.")
     train_split_ratio: float = Field(0.9, alias="trainSplitRatio", gt=0.0, lt=1.0, description="Fraction of images used for training.")
@@ -179,7 +277,7 @@ class DatasetSpec(_ApiModel):
     def _check_source_and_split(self) -> DatasetSpec:
         if (self.source is None) == (self.dataset_ref is None):
             raise ValueError("set exactly one of spec.dataset.source (an inline dataset) and spec.dataset.datasetRef (a registered ClipDataset)")
-        if abs(self.train_split_ratio + self.validation_split_ratio - 1.0) > 1e-6:
+        if abs(self.train_split_ratio + self.validation_split_ratio - 1.0) > _SPLIT_SUM_TOLERANCE:
             raise ValueError(
                 f"trainSplitRatio ({self.train_split_ratio}) and validationSplitRatio ({self.validation_split_ratio}) must sum to 1"
             )
@@ -192,8 +290,26 @@ class InfrastructureSpec(_ApiModel):
     type: InfrastructureType = Field(InfrastructureType.MANAGED, description="Managed (the operator's own cluster), BringYourOwn (a remote cluster) or Standalone.")
     cluster_ref: LocalObjectReference | None = Field(None, alias="clusterRef", description="The cluster to run in, for BringYourOwn and Standalone.")
     gpu_type: GpuType = Field(alias="gpuType", description="GPU model of the node the trainer runs on: H100, A100 or L40. Matched exactly.")
-    num_nodes: int = Field(1, alias="numNodes", description="Nodes for the trainer. Only 1 is supported.")
-    gpus_per_node: int = Field(1, alias="gpusPerNode", description="GPUs per node. Only 1 is supported.")
+    num_nodes: int = Field(
+        1,
+        alias="numNodes",
+        description="Nodes for the trainer. Only 1 is supported.",
+        json_schema_extra={
+            CEL_RULES_KEY: [
+                cel_rule("self == 1", "distributed training is not supported, so spec.infrastructure.numNodes must be 1; set it to 1 or remove it")
+            ]
+        },
+    )
+    gpus_per_node: int = Field(
+        1,
+        alias="gpusPerNode",
+        description="GPUs per node. Only 1 is supported.",
+        json_schema_extra={
+            CEL_RULES_KEY: [
+                cel_rule("self == 1", "distributed training is not supported, so spec.infrastructure.gpusPerNode must be 1; set it to 1 or remove it")
+            ]
+        },
+    )
 
     @field_validator("num_nodes", "gpus_per_node")
     @classmethod
@@ -205,6 +321,15 @@ class InfrastructureSpec(_ApiModel):
 
 class TrainingSpec(_ApiModel):
     """Hyperparameters of the training loop."""
+
+    @field_validator("learning_rate", "weight_decay", "max_grad_norm", mode="before")
+    @classmethod
+    def _require_decimal_string(cls, value: object) -> object:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f'write the number as a quoted string, such as "{value}", so it keeps its exact value')
+        if isinstance(value, str) and not re.match(DECIMAL_PATTERN, value):
+            raise ValueError(f'{value!r} is not a positive decimal number; write it as "1e-5" or "0.00001"')
+        return value
 
     torch_dtype: TorchDtype = Field(
         TorchDtype.BFLOAT16,
@@ -252,12 +377,30 @@ class ClipTrainingJobSpec(_ApiModel):
     """The desired training run."""
 
     experiment_name: str | None = Field(None, alias="experimentName", description="Name of the experiment. Default: the resource name.")
-    model: ModelSpec = Field(default_factory=ModelSpec, description="The dual encoder to fine-tune.")
-    dataset: DatasetSpec = Field(description="The training data.")
-    infrastructure: InfrastructureSpec = Field(description="Where the trainer runs.")
+    model: ModelSpec = Field(
+        default_factory=ModelSpec,
+        description="The dual encoder to fine-tune. Cannot be changed after the job is created.",
+        json_schema_extra=_immutable_after_creation("spec.model", "delete the job and create it again to train another model"),
+    )
+    dataset: DatasetSpec = Field(
+        description="The training data. Cannot be changed after the job is created.",
+        json_schema_extra=_immutable_after_creation("spec.dataset", "delete the job and create it again to train on other data"),
+    )
+    infrastructure: InfrastructureSpec = Field(
+        description="Where the trainer runs. Cannot be changed after the job is created.",
+        json_schema_extra=_immutable_after_creation("spec.infrastructure", "delete the job and create it again to run elsewhere"),
+    )
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Hyperparameters.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where checkpoints and the final model go.")
     suspend: bool = Field(False, description="Stop the trainer and keep its checkpoints; setting it back to false resumes.")
+
+
+class ClipDatasetSpec(_ApiModel):
+    """A dataset registered once and used by jobs through spec.dataset.datasetRef."""
+
+    description: str | None = Field(None, description="What the dataset contains, for people browsing the cluster's datasets.")
+    source: DatasetSource = Field(description="Location of the dataset archive and the credentials to read it.")
+    type: DatasetType = Field(DatasetType.ZIP_JSONL, description="Layout of the archive. ZipJsonl: a ZIP of images plus one JSONL file of captions.")
 
 
 class ObjectMeta(BaseModel):
@@ -286,3 +429,14 @@ class ClipTrainingJob(BaseModel):
     metadata: ObjectMeta
     spec: ClipTrainingJobSpec
     status: dict[str, Any] | None = None
+
+
+class ClipDataset(BaseModel):
+    """A ClipDataset manifest: a dataset that jobs in the same namespace reference by name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    api_version: Literal["kubeclip.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ClipDataset"]
+    metadata: ObjectMeta
+    spec: ClipDatasetSpec

@@ -42,6 +42,10 @@ def run_train_command(args: argparse.Namespace) -> int:
         return int(ExitCode.INVALID_CONFIG)
 
     output = args.output or job.spec.output.storage_uri or str(Path("runs") / (job.spec.experiment_name or job.metadata.name))
+    problem = _local_run_problem(job, output)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return int(ExitCode.INVALID_CONFIG)
     runtime = RuntimeConfig(
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
@@ -61,8 +65,24 @@ def run_train_command(args: argparse.Namespace) -> int:
         logger.error(str(err), extra={"reason": type(err).__name__})
         print(f"error: {err}", file=sys.stderr)
         return int(err.exit_code)
+    except KeyboardInterrupt:
+        # A second Ctrl-C stops at once, without the checkpoint the first one asks for.
+        print("error: interrupted; the newest complete checkpoint is kept", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     print(format_summary(result.figures, result.output_dir))
     return int(ExitCode.SUCCEEDED)
+
+
+def _local_run_problem(job, output: str) -> str | None:
+    """Say why a job cannot train on this machine as written, or return None."""
+    if job.spec.dataset.source is None:
+        return (
+            f"spec.dataset.datasetRef {job.spec.dataset.dataset_ref.name!r} names a ClipDataset, which exists only in a cluster; "
+            "for a local run set spec.dataset.source.uri to the dataset's location"
+        )
+    if output.startswith("pvc://"):
+        return f"output {output!r} is a PersistentVolumeClaim, which exists only in a cluster; pass --output DIR for a local run"
+    return None
 
 
 def format_summary(figures: dict, output_dir: Path) -> str:

@@ -124,3 +124,24 @@ def test_train_command_fails_on_invalid_dataset(tmp_path):
     assert process.returncode == 3, stderr[-2000:]
     assert "broken.zip" in stderr
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"output": {"storageUri": "pvc://claim/path"}}, "is a PersistentVolumeClaim, which exists only in a cluster; pass --output DIR"),
+        ({"dataset": {"datasetRef": {"name": "flickr"}}}, "names a ClipDataset, which exists only in a cluster"),
+    ],
+)
+def test_train_command_rejects_cluster_only_settings(tmp_path, tinted_zip, change, message):
+    job = yaml.safe_load(write_job(tmp_path, tinted_zip).read_text())
+    if "dataset" in change:
+        job["spec"]["dataset"] = change["dataset"]
+    else:
+        job["spec"].update(change)
+    path = tmp_path / "cluster-only.yaml"
+    path.write_text(yaml.safe_dump(job), encoding="utf-8")
+    process = kubeclip("train", str(path), cache=tmp_path / "cache")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert message in stderr

@@ -188,3 +188,12 @@ def test_failed_pack_keeps_previous_output(tmp_path: Path) -> None:
 def test_pack_rejects_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"does not exist or is not a folder"):
         pack_directory(tmp_path / "nope", tmp_path / "out.zip")
+
+
+def test_pack_rejects_unquoted_comma_in_caption(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    write_image(source / "a.jpg")
+    (source / "captions.csv").write_text('image,caption\na.jpg,a red circle, on white\na.jpg,"a red, round circle"\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"captions\.csv line 2: The row has 1 more field\(s\).*Put the caption in double quotes"):
+        pack_directory(source, tmp_path / "out.zip")
+    assert not (tmp_path / "out.zip").exists()

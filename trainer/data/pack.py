@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 #: Name of the JSONL member in every packed archive.
 PACKED_JSONL_NAME = "captions.jsonl"
 #: Caption table file names looked for when no captions file is given, with their delimiters.
+#: Problem code of a table row with more fields than the header.
+TOO_MANY_FIELDS = "too-many-fields"
 CAPTION_TABLES = {"captions.csv": ",", "captions.tsv": "\t"}
 _TABLE_COLUMNS = ("image", "caption")
 
@@ -172,7 +174,8 @@ def _table_rows(captions_path: Path, problems: list[DatasetProblem]) -> Iterator
         for row in reader:
             image = (row.get("image") or "").strip()
             caption = (row.get("caption") or "").strip()
-            problem = _table_row_problem(image, caption, reader.line_num, captions_path.name)
+            problem = _extra_fields_problem(row, delimiter, reader.line_num, captions_path.name)
+            problem = problem or _table_row_problem(image, caption, reader.line_num, captions_path.name)
             if problem is not None:
                 problems.append(problem)
             else:
@@ -186,6 +189,21 @@ def _require_table_columns(fieldnames: list[str] | None, captions_path: Path) ->
             f"caption table {captions_path} has the header {fieldnames} and lacks the column(s) {missing}. "
             "Fix: make the first row the header 'image,caption' (tab-separated in a .tsv file)."
         )
+
+
+def _extra_fields_problem(row: dict, delimiter: str, line_number: int, file_name: str) -> DatasetProblem | None:
+    """Reject rows with more fields than the header: a caption with an unquoted delimiter would lose its end."""
+    extra = row.get(None)
+    if not extra:
+        return None
+    separator = "comma" if delimiter == "," else "tab"
+    return DatasetProblem(
+        TOO_MANY_FIELDS,
+        line_number,
+        file_name,
+        f"The row has {len(extra)} more field(s) than the header 'image,caption', so the caption would be cut at a {separator}.",
+        'Put the caption in double quotes, such as "a red, round circle".',
+    )
 
 
 def _table_row_problem(image: str, caption: str, line_number: int, file_name: str) -> DatasetProblem | None:
