@@ -1,6 +1,6 @@
 """Entry point of the trainer in a pod: ``python -m kubeclip.trainer --config FILE``.
 
-The exit code says whether a retry can help (see ``kubeclip.trainer.errors.ExitCode``).
+The exit code tells whether a retry can help (see ``kubeclip.trainer.errors.ExitCode``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ and a SHA-256 of every other file).
 On a local disk the folder is built under a temporary name and renamed into place,
 so a crash mid-save leaves no folder that looks complete. In an object store, where
 there is no rename, ``trainer_state.json`` is uploaded last and marks the checkpoint
-complete; a checkpoint without it, or whose files do not match their checksums, is
+complete. A checkpoint without it, or whose files do not match their checksums, is
 skipped on resume.
 """
 

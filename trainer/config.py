@@ -26,7 +26,7 @@ CAPTION_PLACEHOLDER = "{caption}"
 
 @dataclasses.dataclass(frozen=True)
 class JobIdentity:
-    """Who this run is, carried into every log line and the model card."""
+    """The identity of this run, carried into every log line and the model card."""
 
     #: Kubernetes namespace of the ClipTrainingJob, or "local" for laptop runs.
     namespace: str = "local"
@@ -38,7 +38,7 @@ class JobIdentity:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where the dataset ZIP is and how captions become token ids."""
+    """The dataset ZIP's location and how captions become token ids."""
 
     #: Local path, ``s3://``, ``gs://``, ``http(s)://`` or ``builtin://`` location of the ZIP.
     source: str
@@ -68,7 +68,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which encoders form the dual encoder."""
+    """The encoders that form the dual encoder."""
 
     #: Hugging Face id, local directory or object-store directory of the vision encoder.
     vision_encoder: str = "openai/clip-vit-base-patch32"
@@ -117,7 +117,7 @@ class ScheduleConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
-    """Where checkpoints, the final model, metrics and plots go."""
+    """The location of checkpoints, the final model, metrics and plots."""
 
     #: Local directory, or an ``s3://`` / ``gs://`` prefix.
     location: str

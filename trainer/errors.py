@@ -1,6 +1,6 @@
 """Errors the trainer raises on purpose, and the process exit codes they map to.
 
-The exit code tells whoever restarts the trainer (the operator, a Job's pod failure
+The exit code tells the process that restarts the trainer (the operator, a Job's pod failure
 policy, a shell script) whether a retry can help: a configuration or data error
 fails the same way every time, a transient storage failure or an interruption does
 not.
@@ -53,7 +53,7 @@ class StorageError(TrainerError):
 
 
 class CredentialsError(StorageError):
-    """Credentials for an object store are missing or rejected; the message says where they are read from."""
+    """Credentials for an object store are missing or rejected; the message names where they are read from."""
 
 
 class TrainingInterrupted(TrainerError):

@@ -99,15 +99,26 @@ def score_embeddings(embeddings: SplitEmbeddings, logit_scale: float, seed: int)
     similarity = embeddings.images @ embeddings.captions.t()
     results = {"loss": _fixed_pair_loss(embeddings, similarity, logit_scale, seed)}
     results.update(_recall(similarity, embeddings.caption_owner))
-    matched = embeddings.caption_owner.unsqueeze(0) == torch.arange(similarity.shape[0]).unsqueeze(1)
-    results["mean_matched_similarity"] = similarity[matched].mean().item()
-    results["mean_mismatched_similarity"] = similarity[~matched].mean().item() if (~matched).any() else float("nan")
+    results["mean_matched_similarity"], results["mean_mismatched_similarity"] = mean_similarities(embeddings, similarity)
     results["images"] = float(similarity.shape[0])
     results["captions"] = float(similarity.shape[1])
     counts = torch.bincount(embeddings.caption_owner, minlength=similarity.shape[0]).tolist()
     for k in RECALL_KS:
         results[f"image_to_text_chance_r{k}"] = chance_image_to_text_recall(counts, k)
     return results
+
+
+def mean_similarities(embeddings: SplitEmbeddings, similarity: torch.Tensor | None = None) -> tuple[float, float]:
+    """Return the mean cosine of images with their own captions, and with other images' captions (NaN if none).
+
+    Args:
+        similarity: ``images @ captions.T`` when the caller has it already.
+    """
+    if similarity is None:
+        similarity = embeddings.images @ embeddings.captions.t()
+    matched = embeddings.caption_owner.unsqueeze(0) == torch.arange(similarity.shape[0]).unsqueeze(1)
+    mismatched = similarity[~matched].mean().item() if (~matched).any() else float("nan")
+    return similarity[matched].mean().item(), mismatched
 
 
 def _fixed_pair_loss(embeddings: SplitEmbeddings, similarity: torch.Tensor, logit_scale: float, seed: int) -> float:

@@ -18,7 +18,7 @@ from transformers import VisionTextDualEncoderModel, VisionTextDualEncoderProces
 from kubeclip.trainer.checkpoint import file_sha256, make_readable
 from kubeclip.trainer.config import TrainerConfig
 from kubeclip.trainer.errors import TrainerError
-from kubeclip.trainer.evaluation import EvaluationSet, SplitEmbeddings, embed_split
+from kubeclip.trainer.evaluation import EvaluationSet, SplitEmbeddings, embed_split, mean_similarities
 from kubeclip.trainer.storage import paths, remote
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def verify_saved_model(folder: Path, reference: SplitEmbeddings, split: Evaluati
     caption_drift = (embeddings.captions - reference.captions).abs().max().item()
     if max(image_drift, caption_drift) > _RELOAD_TOLERANCE:
         raise TrainerError(f"the saved model in {folder} does not reproduce the trained model (max embedding difference {max(image_drift, caption_drift):.2e})")
-    matched, mismatched = _mean_similarities(embeddings)
+    matched, mismatched = mean_similarities(embeddings)
     if not matched > mismatched:
         raise TrainerError(
             f"the saved model scores matched validation pairs ({matched:.4f} mean cosine) no higher than mismatched ones "
@@ -59,12 +59,6 @@ def verify_saved_model(folder: Path, reference: SplitEmbeddings, split: Evaluati
         )
     logger.info("final model check passed", extra={"matched_similarity": matched, "mismatched_similarity": mismatched})
     return {"matched_similarity": matched, "mismatched_similarity": mismatched, "max_reload_difference": max(image_drift, caption_drift)}
-
-
-def _mean_similarities(embeddings: SplitEmbeddings) -> tuple[float, float]:
-    similarity = embeddings.images @ embeddings.captions.t()
-    matched = embeddings.caption_owner.unsqueeze(0) == torch.arange(similarity.shape[0]).unsqueeze(1)
-    return similarity[matched].mean().item(), similarity[~matched].mean().item()
 
 
 def write_model_card(folder: Path, config: TrainerConfig, figures: dict[str, Any], weights_sha256: str) -> Path:

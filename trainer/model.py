@@ -2,7 +2,7 @@
 
 Called once by the training loop. Pretrained encoders load from a Hugging Face id, a
 local directory, or an ``s3://`` / ``gs://`` directory (downloaded to the cache
-first); the Small preset builds them from configs.
+first). The Small preset builds them from configs.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Guards around the output folder and a resumed run's hyperparameters.
 
-Called by ``kubeclip.trainer.run``: one run at a time may write to an output folder,
-and a run that resumes from a checkpoint trains with the settings of its own config,
-not the ones stored in the optimizer and scheduler state of the checkpoint.
+Called by ``kubeclip.trainer.run``. Only one run at a time may write to an output
+folder. A run that resumes from a checkpoint trains with the settings of its own
+config, not the ones stored in the checkpoint's optimizer and scheduler state.
 """
 
 from __future__ import annotations

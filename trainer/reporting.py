@@ -1,6 +1,6 @@
 """Progress reporting: structured logs, the terminal progress bar, metrics and the history file.
 
-The training loop calls ``Reporter`` at each logging step, evaluation and checkpoint;
+The training loop calls ``Reporter`` at each logging step, evaluation and checkpoint.
 ``Reporter`` fans the figures out to the log, Prometheus and ``metrics.jsonl``, so
 the loop contains no reporting code of its own.
 """
@@ -118,7 +118,6 @@ class Reporter:
         self._window_start = clock()
         self._window_losses: list[float] = []
         self._window_samples = 0
-        self._last_samples_per_second = 0.0
 
     def restore(self, history: list[dict[str, Any]]) -> None:
         """Continue the history of a resumed run."""
@@ -152,7 +151,6 @@ class Reporter:
         }
         self.metrics.loss.set(mean_loss)
         self.metrics.samples_per_second.set(samples_per_second)
-        self._last_samples_per_second = samples_per_second
         self._append(entry)
         logger.info("training progress", extra={key: value for key, value in entry.items() if key != "kind"} | {"total_steps": self.total_steps})
         self._window_start, self._window_losses, self._window_samples = self.clock(), [], 0

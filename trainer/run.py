@@ -39,7 +39,7 @@ from kubeclip.trainer.data.split import split_by_image
 from kubeclip.trainer.data.text import CaptionTokenizer, PromptFormat, tokenize_eagerly
 from kubeclip.trainer.data.validation import validate_archive
 from kubeclip.trainer.errors import ConfigError, DatasetError, TrainingInterrupted
-from kubeclip.trainer.evaluation import EvaluationSet, embed_split, score_embeddings
+from kubeclip.trainer.evaluation import EvaluationSet, SplitEmbeddings, embed_split, score_embeddings
 from kubeclip.trainer.export import publish_outputs, save_final_model, verify_saved_model, write_json, write_model_card
 from kubeclip.trainer.loop import (
     EpochHooks,
@@ -174,13 +174,13 @@ def _run(config: TrainerConfig, cache_dir: Path, staging: Path, device: torch.de
         },
     )
 
-    def evaluate(split_names: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        results = {}
+    def evaluate(split_names: tuple[str, ...]) -> tuple[dict[str, dict[str, float]], dict[str, SplitEmbeddings]]:
+        results, embeddings = {}, {}
         for name in split_names:
-            embeddings = embed_split(model, eval_sets[name], batch_size=config.optimization.eval_batch_size, num_workers=0, device=device, autocast=context.autocast)
-            results[name] = score_embeddings(embeddings, model.logit_scale.item(), config.optimization.seed)
+            embeddings[name] = embed_split(model, eval_sets[name], batch_size=config.optimization.eval_batch_size, num_workers=0, device=device, autocast=context.autocast)
+            results[name] = score_embeddings(embeddings[name], model.logit_scale.item(), config.optimization.seed)
             reporter.log_evaluation(step=position.step, epoch=position.epoch, split=name, results=results[name])
-        return results
+        return results, embeddings
 
     def save_checkpoint() -> None:
         save_started = time.monotonic()
@@ -221,15 +221,14 @@ def _run(config: TrainerConfig, cache_dir: Path, staging: Path, device: torch.de
         bar.close()
 
     # 9. Final evaluation and checkpoint, then the model in Hugging Face format.
-    final = evaluate(("validation", "train"))
+    final, final_embeddings = evaluate(("validation", "train"))
     if position.step % schedule.save_steps != 0:
         save_checkpoint()
     model_dir = staging / "model"
     weights_sha256 = save_final_model(model, bundle.tokenizer, bundle.image_processor, model_dir)
 
-    # 10. Reload the saved model as a user would and check it.
-    reference = embed_split(model, eval_sets["validation"], batch_size=config.optimization.eval_batch_size, num_workers=0, device=device, autocast=context.autocast)
-    check = verify_saved_model(model_dir, reference, eval_sets["validation"], device=device, autocast=context.autocast, batch_size=config.optimization.eval_batch_size)
+    # 10. Reload the saved model as a user would and check it against the final embeddings.
+    check = verify_saved_model(model_dir, final_embeddings["validation"], eval_sets["validation"], device=device, autocast=context.autocast, batch_size=config.optimization.eval_batch_size)
 
     # 11. Model card, plot, summary, and the upload to an object-store output.
     figures = _summarize(reporter.history, final, check, position, precision.description, train_samples, validation_samples, time.monotonic() - started, report)

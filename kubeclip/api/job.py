@@ -2,7 +2,7 @@
 
 These pydantic models are the only hand-written schema of the API. The CLI parses job
 files with them, the builders turn them into the trainer's config, and the CRD schema
-is generated from them, so field names are the Kubernetes (lowerCamelCase) names and
+is generated from them. So field names are the Kubernetes (lowerCamelCase) names and
 every field has a description that ``kubectl explain`` can show.
 
 Checks that the API server can run itself are written next to the field as CEL rules
@@ -173,7 +173,7 @@ class ModelSpec(_ApiModel):
 
 
 class DatasetSource(_ApiModel):
-    """Where a dataset ZIP (images plus one JSONL file of captions) is stored."""
+    """The location of a dataset ZIP (images plus one JSONL file of captions)."""
 
     # Cluster-only check: a laptop run can take the region from the AWS profile, so the
     # pydantic model accepts an s3:// uri without a region.
@@ -285,7 +285,7 @@ class DatasetSpec(_ApiModel):
 
 
 class InfrastructureSpec(_ApiModel):
-    """Where the trainer runs. Ignored by laptop runs."""
+    """The cluster and GPU the trainer runs on. Ignored by laptop runs."""
 
     type: InfrastructureType = Field(InfrastructureType.MANAGED, description="Managed (the operator's own cluster), BringYourOwn (a remote cluster) or Standalone.")
     cluster_ref: LocalObjectReference | None = Field(None, alias="clusterRef", description="The cluster to run in, for BringYourOwn and Standalone.")
@@ -361,7 +361,7 @@ class TrainingSpec(_ApiModel):
 
 
 class OutputSpec(_ApiModel):
-    """Where checkpoints and the final model are written."""
+    """The location of checkpoints and the final model."""
 
     storage_uri: str | None = Field(
         None,

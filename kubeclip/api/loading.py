@@ -18,7 +18,7 @@ def load_job_file(path: Path) -> ClipTrainingJob:
     """Parse and validate the ClipTrainingJob in a YAML (or JSON) file.
 
     Raises:
-        InvalidJobError: the file is missing, is not YAML, holds no single ClipTrainingJob,
+        InvalidJobError: the file is missing, is not YAML, contains no single ClipTrainingJob,
             or a field is invalid.
     """
     try:

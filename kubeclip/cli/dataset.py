@@ -23,8 +23,8 @@ from kubeclip.trainer.data.stats import DatasetStatistics, TokenCounter, compute
 from kubeclip.trainer.data.validation import ValidationReport, validate_archive
 from kubeclip.trainer.errors import ConfigError, ExitCode, TrainerError
 
-#: Default of ``--prompt-max-length``, the same as the trainer's ``DataConfig.prompt_max_length``.
-DEFAULT_PROMPT_MAX_LENGTH = 128
+#: Default of ``--prompt-max-length``: the trainer's own default.
+DEFAULT_PROMPT_MAX_LENGTH = DataConfig.prompt_max_length
 #: The trainer rejects shorter prompt max lengths.
 MIN_PROMPT_MAX_LENGTH = 4
 

@@ -66,7 +66,7 @@ def run_train_command(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return int(err.exit_code)
     except KeyboardInterrupt:
-        # A second Ctrl-C stops at once, without the checkpoint the first one asks for.
+        # A second Ctrl-C stops at once, without the checkpoint that the first one requests.
         print("error: interrupted; the newest complete checkpoint is kept", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     print(format_summary(result.figures, result.output_dir))

@@ -19,7 +19,7 @@ def join(location: str, *parts: str) -> str:
 
 
 def local_path(location: str):
-    """The filesystem path of a local location (a plain path or ``file://`` URI), with ``~`` expanded."""
+    """Return the filesystem path of a local location (a plain path or ``file://`` URI), with ``~`` expanded."""
     from pathlib import Path
 
     return Path(location.removeprefix("file://")).expanduser()
