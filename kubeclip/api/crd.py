@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
+from kubeclip.api.cluster import CLUSTER_KIND, ClipClusterSpec, ClipClusterStatus
 from kubeclip.api.job import API_GROUP, API_VERSION, CEL_RULES_KEY, DATASET_KIND, KIND, ClipDatasetSpec, ClipTrainingJobSpec
 from kubeclip.api.status import ClipTrainingJobStatus
 
@@ -49,6 +50,8 @@ _SCHEMA_KEYWORDS = (
     "pattern",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "properties",
     "required",
     "items",
@@ -91,6 +94,7 @@ class ResourceDefinition:
     spec_model: type[BaseModel]
     status_model: type[BaseModel] | None
     printer_columns: tuple[PrinterColumn, ...]
+    scope: str = "Namespaced"
 
     @property
     def crd_name(self) -> str:
@@ -136,7 +140,24 @@ CLIP_DATASET = ResourceDefinition(
     ),
 )
 
-RESOURCE_DEFINITIONS = (CLIP_TRAINING_JOB, CLIP_DATASET)
+CLIP_CLUSTER = ResourceDefinition(
+    kind=CLUSTER_KIND,
+    plural="clipclusters",
+    short_names=("ccl",),
+    categories=("kubeclip",),
+    description="ClipCluster registers a cluster where kubeclip trainers run (Managed, BringYourOwn or Standalone) and the GPU pools it offers.",
+    spec_model=ClipClusterSpec,
+    status_model=ClipClusterStatus,
+    printer_columns=(
+        PrinterColumn("Type", "string", ".spec.type", "Managed, BringYourOwn or Standalone."),
+        PrinterColumn("Namespace", "string", ".spec.namespace", "Namespace the trainers run in."),
+        PrinterColumn("Reachable", "string", ".status.conditions[?(@.type=='Reachable')].status", "Whether the operator reaches the cluster."),
+        _AGE_COLUMN,
+    ),
+    scope="Cluster",
+)
+
+RESOURCE_DEFINITIONS = (CLIP_TRAINING_JOB, CLIP_DATASET, CLIP_CLUSTER)
 
 
 class _KubernetesJsonSchema(GenerateJsonSchema):
@@ -290,7 +311,7 @@ def build_crd(definition: ResourceDefinition) -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": definition.crd_name},
-        "spec": {"group": API_GROUP, "names": names, "scope": "Namespaced", "versions": [version]},
+        "spec": {"group": API_GROUP, "names": names, "scope": definition.scope, "versions": [version]},
     }
 
 

@@ -393,6 +393,14 @@ class ClipTrainingJobSpec(_ApiModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Hyperparameters.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where checkpoints and the final model go.")
     suspend: bool = Field(False, description="Stop the trainer and keep its checkpoints; setting it back to false resumes.")
+    backoff_limit: int = Field(
+        3,
+        alias="backoffLimit",
+        ge=0,
+        le=20,
+        description="Failed trainer attempts retried, each from the newest checkpoint, before the job fails. "
+        "Settings or data errors fail at once; evictions and lost nodes do not count.",
+    )
 
 
 class ClipDatasetSpec(_ApiModel):

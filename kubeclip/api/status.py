@@ -34,18 +34,46 @@ class ConditionType(str, enum.Enum):
 
 
 class ConditionReason(str, enum.Enum):
-    """Reasons of the job's conditions, in CamelCase."""
+    """Reasons of the job's conditions and events, in CamelCase."""
 
     #: A field is invalid or unsupported; permanent until the spec changes.
     INVALID_SPEC = "InvalidSpec"
     #: spec.dataset.datasetRef names a ClipDataset that does not exist in the namespace.
     DATASET_NOT_FOUND = "DatasetNotFound"
+    #: spec.infrastructure.clusterRef (or the default Managed cluster) names no ClipCluster.
+    CLUSTER_NOT_FOUND = "ClusterNotFound"
+    #: The cluster has no GPU pool of the requested type.
+    GPU_TYPE_NOT_OFFERED = "GpuTypeNotOffered"
+    #: A Secret the job or its cluster needs does not exist or lacks a key.
+    SECRET_NOT_FOUND = "SecretNotFound"
+    #: The operator cannot reach the target cluster's API server or is not allowed to.
+    CLUSTER_UNREACHABLE = "ClusterUnreachable"
+    #: The GPU pool already runs as many trainers as its capacity allows.
+    WAITING_FOR_CAPACITY = "WaitingForCapacity"
+    #: The trainer Job exists and its pod waits for the scheduler.
+    WAITING_FOR_SCHEDULER = "WaitingForScheduler"
+    #: The scheduler bound the trainer pod to a node.
+    POD_SCHEDULED = "PodScheduled"
+    #: The trainer pod runs, but the trainer has not reported yet.
+    TRAINER_STARTING = "TrainerStarting"
     #: The trainer pod is running and reporting progress.
     TRAINER_RUNNING = "TrainerRunning"
     #: No node with the requested GPU type has a free GPU.
     UNSCHEDULABLE = "Unschedulable"
+    #: The container image cannot be pulled.
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    #: A trainer attempt failed and a new one resumes from the newest checkpoint.
+    RETRYING = "Retrying"
     #: The trainer failed more often than the job allows retries.
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    #: The trainer exited because of its settings or data; a retry would fail the same way.
+    CONFIGURATION_ERROR = "ConfigurationError"
+    #: The trainer Job was deleted by someone other than the operator.
+    WORKLOAD_DELETED = "WorkloadDeleted"
+    #: spec.suspend is true: the trainer was stopped and its checkpoints kept.
+    SUSPENDED_BY_USER = "SuspendedByUser"
+    #: spec.suspend went back to false.
+    RESUMED = "Resumed"
     #: The trainer finished and the final model was written.
     TRAINING_COMPLETED = "TrainingCompleted"
 
@@ -60,7 +88,7 @@ class JobPhase(str, enum.Enum):
     """One-word summary of the conditions, shown by ``kubectl get``, which the operator derives from them."""
 
     PENDING = "Pending"
-    SCHEDULED = "Scheduled"
+    SCHEDULING = "Scheduling"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -140,10 +168,19 @@ class ResolvedSettingsStatus(_StatusModel):
     )
 
 
+class WorkloadReference(_StatusModel):
+    """Where the trainer runs: a batch/v1 Job in the target cluster and its current pod."""
+
+    cluster: str = Field(description="ClipCluster the trainer runs in.")
+    namespace: str = Field(description="Namespace of the trainer Job in that cluster.")
+    job_name: str = Field(description="Name of the batch/v1 Job.")
+    pod_name: str | None = Field(None, description="Name of the current trainer pod.")
+
+
 class ClipTrainingJobStatus(_StatusModel):
     """The observed state of a ClipTrainingJob, written only by the operator."""
 
-    phase: JobPhase | None = Field(None, description="Pending, Scheduled, Running, Succeeded, Failed or Suspended; a summary of the conditions.")
+    phase: JobPhase | None = Field(None, description="Pending, Scheduling, Running, Succeeded, Failed or Suspended; a summary of the conditions.")
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Latest observations of the job's state, at most one per type.",
@@ -162,4 +199,7 @@ class ClipTrainingJobStatus(_StatusModel):
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     model_uri: str | None = Field(None, description="Location of the final model once the job has succeeded.")
+    output_uri: str | None = Field(None, description="Location of checkpoints and the final model: spec.output.storageUri as the trainer sees it.")
+    failed_attempts: int = Field(0, ge=0, description="Trainer attempts that failed and counted against spec.backoffLimit.")
+    workload: WorkloadReference | None = Field(None, description="The trainer Job and pod that run the job.")
     resolved_settings: ResolvedSettingsStatus | None = Field(None, description="Final values of the model-dependent settings and where they came from.")

@@ -9,6 +9,7 @@ deletes its objects, and other modules of the same session may use them.
 from __future__ import annotations
 
 import copy
+import re
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -247,8 +248,13 @@ def test_printer_columns_point_at_schema_fields(definition: ResourceDefinition) 
         if column.json_path.startswith(".metadata."):
             continue
         node = schema
-        for name in column.json_path.removeprefix(".").split("."):
-            node = node["properties"][name]
+        # A filter such as conditions[?(@.type=='Reachable')].status steps into the list's items.
+        path = re.sub(r"\[\?\(@\.[a-zA-Z]+=='[A-Za-z]+'\)\]", "[]", column.json_path)
+        for name in path.removeprefix(".").split("."):
+            if name.endswith("[]"):
+                node = node["properties"][name.removesuffix("[]")]["items"]
+            else:
+                node = node["properties"][name]
         assert node["type"] == column.type, f"column {column.name} shows {column.json_path}, a {node['type']}"
 
 
