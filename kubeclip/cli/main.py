@@ -19,11 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kubeclip {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from kubeclip.cli import dataset, dev, train
+    from kubeclip.cli import dataset, dev, operator, train
 
     train.register(subparsers)
     dataset.register(subparsers)
     dev.register(subparsers)
+    operator.register(subparsers)
     return parser
 
 

@@ -1,0 +1,131 @@
+"""Create, adopt and delete the trainer objects in a target cluster.
+
+Names are deterministic (``kubeclip.builders.naming``), so "create, and on 409 read the
+existing object" never makes a second copy, also after an operator restart. An existing
+object that belongs to another job (a different ``kubeclip.dev/job-uid``) is never
+taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kubeclip.api.status import ConditionReason
+from kubeclip.builders.naming import JOB_UID_LABEL
+from kubeclip.operator.clusters import ClusterConnection
+from kubeclip.operator.problems import Problem
+
+logger = logging.getLogger(__name__)
+
+
+def apply_objects(connection: ClusterConnection, objects: list[dict[str, Any]], uid: str) -> dict[str, Any] | None:
+    """Create each object unless it exists; return the batch/v1 Job as the server has it.
+
+    Secrets are replaced when they exist, so a BringYourOwn copy follows rotated credentials.
+    """
+    created_job = None
+    for body in objects:
+        result = _create_or_read(connection, body, uid)
+        if body["kind"] == "Job":
+            created_job = result
+            connection.jobs.remember(result)
+        elif body["kind"] == "ConfigMap" and result is not None:
+            connection.configmaps.remember(result)
+    return created_job
+
+
+def set_suspend(connection: ClusterConnection, job: dict[str, Any], suspend: bool) -> dict[str, Any]:
+    metadata = job["metadata"]
+    updated = connection.batch.patch_namespaced_job(metadata["name"], metadata["namespace"], {"spec": {"suspend": suspend}}, _preload_content=False)
+    result = json.loads(updated.data)
+    connection.jobs.remember(result)
+    return result
+
+
+def delete_objects(connection: ClusterConnection, namespace: str, uid: str, *, include_secrets: bool) -> None:
+    """Delete every object labelled with the job's UID in ``namespace``; pods go with their Job."""
+    selector = f"{JOB_UID_LABEL}={uid}"
+    background = client.V1DeleteOptions(propagation_policy="Background")
+    core, batch, rbac = connection.core, connection.batch, connection.rbac
+    steps: list[tuple[Callable[..., Any], dict[str, Any]]] = [
+        (batch.delete_collection_namespaced_job, {"body": background}),
+        (core.delete_collection_namespaced_config_map, {}),
+        (rbac.delete_collection_namespaced_role_binding, {}),
+        (rbac.delete_collection_namespaced_role, {}),
+        (core.delete_collection_namespaced_service_account, {}),
+    ]
+    if include_secrets:
+        steps.append((core.delete_collection_namespaced_secret, {}))
+    for delete, arguments in steps:
+        try:
+            delete(namespace, label_selector=selector, **arguments)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+def remaining_pods(connection: ClusterConnection, namespace: str, uid: str) -> list[str]:
+    pods = connection.core.list_namespaced_pod(namespace, label_selector=f"{JOB_UID_LABEL}={uid}")
+    return [pod.metadata.name for pod in pods.items]
+
+
+def _create_or_read(connection: ClusterConnection, body: dict[str, Any], uid: str) -> dict[str, Any] | None:
+    create, read, replace = _operations(connection, body["kind"])
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    try:
+        return json.loads(create(namespace, body, _preload_content=False).data)
+    except ApiException as error:
+        if error.status == 403:
+            raise _forbidden_problem(error, body) from None
+        if error.status == 404:
+            raise Problem(
+                ConditionReason.CLUSTER_UNREACHABLE,
+                f"namespace {namespace} does not exist in the target cluster; create it, or set spec.namespace of the ClipCluster",
+                retry=True,
+            ) from None
+        if error.status != 409:
+            raise
+    existing = json.loads(read(name, namespace, _preload_content=False).data)
+    owner = (existing["metadata"].get("labels") or {}).get(JOB_UID_LABEL)
+    if owner != uid:
+        raise Problem(
+            ConditionReason.INVALID_SPEC,
+            f"{body['kind']} {namespace}/{name} already exists and belongs to another job (job-uid {owner}); "
+            f"wait until the old job's objects are deleted, or delete that {body['kind']}",
+            retry=True,
+        )
+    if replace is not None:
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}}
+        return json.loads(replace(name, namespace, body, _preload_content=False).data)
+    return existing
+
+
+def _operations(connection: ClusterConnection, kind: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any] | None]:
+    core, batch, rbac = connection.core, connection.batch, connection.rbac
+    table = {
+        "ServiceAccount": (core.create_namespaced_service_account, core.read_namespaced_service_account, None),
+        "Role": (rbac.create_namespaced_role, rbac.read_namespaced_role, None),
+        "RoleBinding": (rbac.create_namespaced_role_binding, rbac.read_namespaced_role_binding, None),
+        "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map, None),
+        "Secret": (core.create_namespaced_secret, core.read_namespaced_secret, core.replace_namespaced_secret),
+        "Job": (batch.create_namespaced_job, batch.read_namespaced_job, None),
+    }
+    if kind not in table:
+        raise ValueError(f"the operator does not create objects of kind {kind}")
+    return table[kind]
+
+
+def _forbidden_problem(error: ApiException, body: dict[str, Any]) -> Problem:
+    namespace = body["metadata"]["namespace"]
+    return Problem(
+        ConditionReason.CLUSTER_UNREACHABLE,
+        f"the operator may not create {body['kind']} objects in namespace {namespace} of the target cluster (403 Forbidden); "
+        f"grant its identity the Role from the Helm chart (mode remoteTarget for a BringYourOwn cluster)",
+        retry=True,
+    )

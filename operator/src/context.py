@@ -1,0 +1,43 @@
+"""Everything one operator process shares between its handlers: clients, caches, metrics."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kubernetes import client
+
+from kubeclip.operator.clusters import ClusterRegistry
+from kubeclip.operator.events import EventRecorder
+from kubeclip.operator.metrics import OperatorMetrics
+from kubeclip.operator.reconciler import Reconciler
+from kubeclip.operator.settings import OperatorSettings
+from kubeclip.operator.wakeups import Wakeups
+
+#: Threads that run reconciliation passes; each pass mostly waits on the API server.
+WORKER_THREADS = 16
+
+
+@dataclass
+class OperatorContext:
+    settings: OperatorSettings
+    home_client: client.ApiClient
+    metrics: OperatorMetrics
+    wakeups: Wakeups
+    registry: ClusterRegistry
+    reconciler: Reconciler
+    executor: ThreadPoolExecutor
+
+    @classmethod
+    def create(cls, settings: OperatorSettings, home_client: client.ApiClient, metrics: OperatorMetrics | None = None) -> OperatorContext:
+        metrics = metrics or OperatorMetrics()
+        wakeups = Wakeups()
+        registry = ClusterRegistry(
+            home_client, wakeups.wake_for_object, watch_timeout_seconds=settings.watch_timeout_seconds, sync_timeout=settings.cache_sync_timeout_seconds
+        )
+        reconciler = Reconciler(home_client, settings, registry, EventRecorder(home_client), metrics)
+        executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="reconcile")
+        return cls(settings, home_client, metrics, wakeups, registry, reconciler, executor)
+
+    def close(self) -> None:
+        self.registry.stop()

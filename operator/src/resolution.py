@@ -1,0 +1,207 @@
+"""Resolve a ClipTrainingJob into everything needed to run it: settings, dataset, cluster and GPU pool.
+
+Each lookup that fails raises ``Problem`` with the reason and the fix. Problems the user
+fixes by editing the job fail it at once; missing references and Secrets leave it
+waiting, because creating the ClipDataset, ClipCluster or Secret later is the usual fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kubeclip.api.cluster import ClipClusterSpec, GpuPool
+from kubeclip.api.job import API_GROUP, ClipDatasetSpec, ClipTrainingJob, InfrastructureType
+from kubeclip.api.loading import format_validation_error
+from kubeclip.api.recommendations import ResolvedSettings, resolve_settings
+from kubeclip.api.status import ConditionReason
+from kubeclip.builders.naming import workload_name
+from kubeclip.builders.locations import trainer_output
+from kubeclip.operator.problems import Problem
+
+VERSION = "v1alpha1"
+_OUTPUT_FORMS = "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or pvc://CLAIM/PATH"
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    """A job with its references looked up, ready for the builders."""
+
+    job: ClipTrainingJob
+    uid: str
+    generation: int
+    created: str
+    settings: ResolvedSettings
+    cluster_name: str
+    cluster: ClipClusterSpec
+    pool: GpuPool
+    #: Namespace of the trainer objects in the target cluster.
+    namespace: str
+    workload: str
+
+    @property
+    def is_remote(self) -> bool:
+        return self.cluster.type == InfrastructureType.BRING_YOUR_OWN
+
+    @property
+    def gpu_type(self) -> str:
+        return self.pool.gpu_type.value
+
+
+def parse_body(body: dict[str, Any]) -> ClipTrainingJob:
+    """Validate the object as the API types define it; the API server has already applied defaults and CEL rules."""
+    metadata = body.get("metadata", {})
+    manifest = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace", "default")},
+        "spec": body.get("spec", {}),
+    }
+    try:
+        return ClipTrainingJob.model_validate(manifest)
+    except pydantic.ValidationError as error:
+        raise Problem(ConditionReason.INVALID_SPEC, format_validation_error(error), retry=False) from None
+
+
+def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster: str) -> ResolvedJob:
+    """Look up everything the job refers to in the home cluster.
+
+    Raises:
+        Problem: a setting is invalid, or a referenced object does not exist.
+    """
+    job = _with_dataset_source(parse_body(body), api_client)
+    _check_output(job)
+    metadata = body["metadata"]
+    cluster_name, cluster = _cluster_of(job, api_client, default_cluster)
+    pool = cluster.pool(job.spec.infrastructure.gpu_type)
+    if pool is None:
+        offered = ", ".join(p.gpu_type.value for p in cluster.gpu_pools)
+        raise Problem(
+            ConditionReason.GPU_TYPE_NOT_OFFERED,
+            f"ClipCluster {cluster_name} offers no {job.spec.infrastructure.gpu_type.value} GPUs (it offers {offered}); "
+            f"set spec.infrastructure.gpuType to one of them, or ask the platform team to add a pool",
+            retry=True,
+        )
+    _check_secrets(job, api_client)
+    try:
+        settings = resolve_settings(job)
+    except ValueError as error:
+        raise Problem(ConditionReason.INVALID_SPEC, str(error), retry=False) from None
+    namespace = _target_namespace(job, cluster)
+    return ResolvedJob(
+        job=job,
+        uid=metadata["uid"],
+        generation=int(metadata.get("generation", 1)),
+        created=metadata.get("creationTimestamp", ""),
+        settings=settings,
+        cluster_name=cluster_name,
+        cluster=cluster,
+        pool=pool,
+        namespace=namespace,
+        workload=workload_name(job.metadata.namespace, job.metadata.name),
+    )
+
+
+def _with_dataset_source(job: ClipTrainingJob, api_client: client.ApiClient) -> ClipTrainingJob:
+    reference = job.spec.dataset.dataset_ref
+    if reference is None:
+        return job
+    namespace = job.metadata.namespace
+    try:
+        body = client.CustomObjectsApi(api_client).get_namespaced_custom_object(API_GROUP, VERSION, namespace, "clipdatasets", reference.name)
+    except ApiException as error:
+        if error.status == 404:
+            raise Problem(
+                ConditionReason.DATASET_NOT_FOUND,
+                f"spec.dataset.datasetRef names ClipDataset {reference.name!r}, which does not exist in namespace {namespace}; "
+                f"create it (kubectl get clipdatasets -n {namespace} lists the registered ones) or fix the name",
+                retry=True,
+            ) from None
+        raise
+    try:
+        dataset = ClipDatasetSpec.model_validate(body.get("spec", {}))
+    except pydantic.ValidationError as error:
+        raise Problem(ConditionReason.INVALID_SPEC, f"ClipDataset {reference.name}: {format_validation_error(error)}", retry=False) from None
+    spec_dataset = job.spec.dataset.model_copy(update={"source": dataset.source, "dataset_ref": None})
+    return job.model_copy(update={"spec": job.spec.model_copy(update={"dataset": spec_dataset})})
+
+
+def _check_output(job: ClipTrainingJob) -> None:
+    uri = job.spec.output.storage_uri
+    if not uri:
+        raise Problem(
+            ConditionReason.INVALID_SPEC,
+            f"spec.output.storageUri is required in a cluster, so that checkpoints outlive the trainer pod; set it to {_OUTPUT_FORMS}",
+            retry=False,
+        )
+    try:
+        trainer_output(uri)
+    except ValueError as error:
+        raise Problem(ConditionReason.INVALID_SPEC, str(error), retry=False) from None
+    if uri.startswith("s3://") and not job.spec.output.region:
+        raise Problem(
+            ConditionReason.INVALID_SPEC,
+            f"spec.output.region is required for the s3:// output {uri}; set it to the bucket's AWS region, for example eu-west-1",
+            retry=False,
+        )
+
+
+def _cluster_of(job: ClipTrainingJob, api_client: client.ApiClient, default_cluster: str) -> tuple[str, ClipClusterSpec]:
+    infrastructure = job.spec.infrastructure
+    name = infrastructure.cluster_ref.name if infrastructure.cluster_ref else default_cluster
+    field = "spec.infrastructure.clusterRef" if infrastructure.cluster_ref else "the operator's default cluster (--default-cluster)"
+    try:
+        body = client.CustomObjectsApi(api_client).get_cluster_custom_object(API_GROUP, VERSION, "clipclusters", name)
+    except ApiException as error:
+        if error.status == 404:
+            raise Problem(
+                ConditionReason.CLUSTER_NOT_FOUND,
+                f"{field} names ClipCluster {name!r}, which does not exist; kubectl get clipclusters lists the registered ones",
+                retry=True,
+            ) from None
+        raise
+    try:
+        cluster = ClipClusterSpec.model_validate(body.get("spec", {}))
+    except pydantic.ValidationError as error:
+        raise Problem(ConditionReason.INVALID_SPEC, f"ClipCluster {name}: {format_validation_error(error)}", retry=True) from None
+    if cluster.type != infrastructure.type:
+        raise Problem(
+            ConditionReason.INVALID_SPEC,
+            f"spec.infrastructure.type is {infrastructure.type.value} but ClipCluster {name} is {cluster.type.value}; "
+            f"set spec.infrastructure.type to {cluster.type.value} or choose another cluster",
+            retry=False,
+        )
+    return name, cluster
+
+
+def _check_secrets(job: ClipTrainingJob, api_client: client.ApiClient) -> None:
+    core = client.CoreV1Api(api_client)
+    namespace = job.metadata.namespace
+    references = [("spec.dataset.source.secretRef", job.spec.dataset.source.secret_ref), ("spec.output.secretRef", job.spec.output.secret_ref)]
+    for field, reference in references:
+        if reference is None:
+            continue
+        try:
+            core.read_namespaced_secret(reference.name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                raise Problem(
+                    ConditionReason.SECRET_NOT_FOUND,
+                    f"{field} names Secret {reference.name!r}, which does not exist in namespace {namespace}; create it, "
+                    f"for example: kubectl create secret generic {reference.name} -n {namespace} "
+                    f"--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=...",
+                    retry=True,
+                ) from None
+            raise
+
+
+def _target_namespace(job: ClipTrainingJob, cluster: ClipClusterSpec) -> str:
+    from kubeclip.operator.clusters import DEFAULT_REMOTE_NAMESPACE
+
+    if cluster.type == InfrastructureType.BRING_YOUR_OWN:
+        return cluster.namespace or DEFAULT_REMOTE_NAMESPACE
+    return cluster.namespace or job.metadata.namespace
