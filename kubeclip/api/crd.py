@@ -1,13 +1,13 @@
 """Generate the CustomResourceDefinitions of kubeclip from the pydantic API types.
 
-``python -m kubeclip.api.crd --output crds/`` writes the committed CRD files, and
-``tests/api/test_crd.py`` regenerates them to check that they match the models. The
-pydantic JSON schema is turned into the structural OpenAPI v3 schema that the API server
-requires. Every ``$ref`` is inlined, and numeric exclusive bounds take the OpenAPI v3.0
-boolean form. ``X | None`` becomes ``X``, because the API server prunes null values of
-fields that are not nullable, so an explicit null means the same as an absent field. A
-keyword the API server does not support raises ``SchemaConversionError`` instead of being
-dropped.
+``python -m kubeclip.api.crd --output crds/ --output charts/kubeclip/crds/`` writes the
+committed CRD files and the Helm chart's copies of them, and ``tests/api/test_crd.py``
+regenerates them to check that they match the models. The pydantic JSON schema is
+turned into the structural OpenAPI v3 schema that the API server requires. Every
+``$ref`` is inlined, and numeric exclusive bounds take the OpenAPI v3.0 boolean form.
+``X | None`` becomes ``X``, because the API server prunes null values of fields that are
+not nullable, so an explicit null means the same as an absent field. A keyword the API
+server does not support raises ``SchemaConversionError`` instead of being dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from kubeclip.api.cluster import CLUSTER_KIND, ClipClusterSpec, ClipClusterStatu
 from kubeclip.api.job import API_GROUP, API_VERSION, CEL_RULES_KEY, DATASET_KIND, KIND, ClipDatasetSpec, ClipTrainingJobSpec
 from kubeclip.api.status import ClipTrainingJobStatus
 
-REGENERATE_COMMAND = "python -m kubeclip.api.crd --output crds/"
+REGENERATE_COMMAND = "python -m kubeclip.api.crd --output crds/ --output charts/kubeclip/crds/"
 VERSION = API_VERSION.removeprefix(f"{API_GROUP}/")
 JsonSchema = dict[str, Any]
 
@@ -343,12 +343,20 @@ def write_crd_files(output_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write the CRD files into the folder given by --output."""
+    """Write the CRD files into every folder given by --output."""
     parser = argparse.ArgumentParser(prog="python -m kubeclip.api.crd", description="Generate kubeclip's CRDs from the pydantic API types.")
-    parser.add_argument("--output", type=Path, required=True, help="Folder to write the CRD YAML files into, e.g. crds/.")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        action="append",
+        required=True,
+        help="Folder to write the CRD YAML files into, e.g. crds/. Repeat it to write the same files into several folders, "
+        "such as crds/ and the Helm chart's charts/kubeclip/crds/.",
+    )
     arguments = parser.parse_args(argv)
-    for path in write_crd_files(arguments.output):
-        print(path)
+    for output_dir in arguments.output:
+        for path in write_crd_files(output_dir):
+            print(path)
     return 0
 
 

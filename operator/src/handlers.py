@@ -18,9 +18,12 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from kubeclip.api.cluster import ClipClusterSpec
 from kubeclip.api.job import API_GROUP
 from kubeclip.builders.naming import CLEANUP_FINALIZER
+from kubeclip.operator.conditions import now_iso
 from kubeclip.operator.context import OperatorContext
+from kubeclip.operator.problems import Problem
 
 PLURAL = "cliptrainingjobs"
 VERSION = "v1alpha1"
@@ -128,3 +131,40 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
         await asyncio.wait_for(event.wait(), timeout)
     except asyncio.TimeoutError:
         pass
+
+
+@kopf.timer(API_GROUP, VERSION, "clipclusters", registry=registry, interval=30.0, initial_delay=1.0)
+async def probe_cluster(name: str, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+    """Report in the ClipCluster's status whether the operator reaches it, so platform engineers see broken credentials early."""
+    context: OperatorContext = memo.context
+    reachable, reason, message, version = await asyncio.to_thread(probe, context, name, dict(spec))
+    context.metrics.reachable.labels(name).set(1 if reachable else 0)
+    stamp = now_iso()
+    previous = next((item for item in (memo.get("cluster_conditions", {}).get(name) or []) if item["type"] == "Reachable"), None)
+    condition = {
+        "type": "Reachable", "status": "True" if reachable else "False", "reason": reason, "message": message,
+        "lastTransitionTime": previous["lastTransitionTime"] if previous and previous["status"] == ("True" if reachable else "False") else stamp,
+        "observedGeneration": meta.get("generation", 1),
+    }  # fmt: skip
+    memo.setdefault("cluster_conditions", {})[name] = [condition]
+    patch.status["conditions"] = [condition]
+    patch.status["observedGeneration"] = meta.get("generation", 1)
+    patch.status["lastProbeTime"] = stamp
+    if version:
+        patch.status["serverVersion"] = version
+
+
+def probe(context: OperatorContext, name: str, spec: dict[str, Any]) -> tuple[bool, str, str, str | None]:
+    from kubernetes import client as kube_client
+
+    try:
+        cluster = ClipClusterSpec.model_validate(spec)
+        connection = context.registry.connect(name, cluster)
+        version = kube_client.VersionApi(connection.api_client).get_code().git_version
+    except Problem as problem:
+        return False, problem.reason.value, problem.message, None
+    except ValueError as error:
+        return False, "InvalidSpec", str(error), None
+    except Exception as error:  # noqa: BLE001 - any failure to reach the cluster is reported, not raised
+        return False, "ClusterUnreachable", f"cannot reach the API server of cluster {name}: {error}", None
+    return True, "Connected", f"the operator reaches the API server of cluster {name} (Kubernetes {version})", version
