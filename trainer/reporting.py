@@ -1,8 +1,9 @@
 """Progress reporting: structured logs, the terminal progress bar, metrics and the history file.
 
 The training loop calls ``Reporter`` at each logging step, evaluation and checkpoint.
-``Reporter`` fans the figures out to the log, Prometheus and ``metrics.jsonl``, so
-the loop contains no reporting code of its own.
+``Reporter`` fans the figures out to the log, Prometheus, ``metrics.jsonl`` and any
+``ReportSink`` (such as the progress ConfigMap of a pod), so the loop contains no
+reporting code of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from kubeclip.trainer.config import JobIdentity
 from kubeclip.trainer.metrics import TrainerMetrics
@@ -105,24 +106,50 @@ class ProgressBar:
             self._bar.close()
 
 
-class Reporter:
-    """Receives figures from the loop and records them in logs, metrics and the history."""
+class ReportSink(Protocol):
+    """A further destination of the Reporter's figures, such as ``kubeclip.trainer.progress.ProgressReport``.
 
-    def __init__(self, metrics: TrainerMetrics, history_path: Path, *, total_steps: int, steps_per_epoch: int, clock: Callable[[], float] = time.monotonic) -> None:
+    Sinks are called on the training thread, so they must return at once.
+    """
+
+    def begin(self, *, total_steps: int, history: list[dict[str, Any]], resumed_checkpoint: str | None) -> None:
+        """Start the run: its length, the history of a resumed run and the checkpoint it resumed from."""
+
+    def receive(self, entry: dict[str, Any]) -> None:
+        """Take one history entry (kind train, eval or checkpoint), or ``{"kind": "step", "step": N}`` after each step."""
+
+
+class Reporter:
+    """Receives figures from the loop and records them in logs, metrics, the history and the sinks."""
+
+    def __init__(
+        self,
+        metrics: TrainerMetrics,
+        history_path: Path,
+        *,
+        total_steps: int,
+        steps_per_epoch: int,
+        clock: Callable[[], float] = time.monotonic,
+        sinks: Sequence[ReportSink] = (),
+    ) -> None:
         self.metrics = metrics
         self.history_path = history_path
         self.total_steps = total_steps
         self.steps_per_epoch = steps_per_epoch
         self.clock = clock
+        self.sinks = tuple(sinks)
+        self._failed_sinks: set[int] = set()
         self.history: list[dict[str, Any]] = []
         self._window_start = clock()
         self._window_losses: list[float] = []
         self._window_samples = 0
 
-    def restore(self, history: list[dict[str, Any]]) -> None:
-        """Continue the history of a resumed run."""
+    def restore(self, history: list[dict[str, Any]], *, resumed_checkpoint: str | None = None) -> None:
+        """Continue the history of a resumed run (empty for a new one), and start the sinks."""
         self.history = list(history)
         self._write_history()
+        for sink in self.sinks:
+            self._call_sink(sink, lambda: sink.begin(total_steps=self.total_steps, history=self.history, resumed_checkpoint=resumed_checkpoint))
 
     def record_step(self, *, step: int, samples: int, loss: float, learning_rate: float, logit_scale: float) -> None:
         """Count one optimizer step; called after every step."""
@@ -133,6 +160,7 @@ class Reporter:
         self.metrics.epoch.set(step / self.steps_per_epoch)
         self._window_losses.append(loss)
         self._window_samples += samples
+        self._notify({"kind": "step", "step": step})
 
     def log_progress(self, *, step: int, epoch: int, learning_rate: float) -> dict[str, Any]:
         """Close the logging window: log and record mean loss and throughput since the last call."""
@@ -187,6 +215,20 @@ class Reporter:
         self.history.append(entry)
         with self.history_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
+        self._notify(entry)
+
+    def _notify(self, entry: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            self._call_sink(sink, lambda: sink.receive(entry))
+
+    def _call_sink(self, sink: ReportSink, call: Callable[[], None]) -> None:
+        """Run ``call``; a failing sink is logged once and never stops training."""
+        try:
+            call()
+        except Exception:
+            if id(sink) not in self._failed_sinks:
+                self._failed_sinks.add(id(sink))
+                logger.warning("a report sink failed; training goes on, and later failures of this sink are not logged", extra={"sink": type(sink).__name__}, exc_info=True)
 
     def _write_history(self) -> None:
         self.history_path.parent.mkdir(parents=True, exist_ok=True)

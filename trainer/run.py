@@ -14,7 +14,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ from kubeclip.trainer.metrics import TrainerMetrics, serve_metrics
 from kubeclip.trainer.outputs import apply_current_hyperparameters, exclusive_output
 from kubeclip.trainer.model import build_dual_encoder, count_parameters
 from kubeclip.trainer.plots import plot_training_curves
-from kubeclip.trainer.reporting import ProgressBar, Reporter
+from kubeclip.trainer.reporting import ProgressBar, Reporter, ReportSink
 from kubeclip.trainer.storage import paths
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,11 @@ class RunResult:
     figures: dict[str, Any]
 
 
-def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = None) -> RunResult:
+def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = None, sinks: Sequence[ReportSink] = ()) -> RunResult:
     """Train, evaluate, save and verify the model described by ``config``.
+
+    ``sinks`` receive every figure the Reporter records (the pod's progress report);
+    the caller reports the run's end to them, because only the caller catches the exception that ends it.
 
     Raises:
         ConfigError, DatasetError, StorageError: invalid input; nothing was trained.
@@ -99,14 +102,14 @@ def run_training(config: TrainerConfig, *, registry: CollectorRegistry | None = 
             # The metrics endpoint starts first, so a busy port fails before any download.
             metrics = TrainerMetrics(registry or CollectorRegistry(), with_gpu=device.type == "cuda")
             server = serve_metrics(metrics.registry, config.runtime.metrics_port, config.runtime.metrics_address)
-            return _run(config, cache_dir, staging, device, stop, metrics)
+            return _run(config, cache_dir, staging, device, stop, metrics, sinks)
     finally:
         stop.uninstall()
         if server is not None:
             server.shutdown()
 
 
-def _run(config: TrainerConfig, cache_dir: Path, staging: Path, device: torch.device, stop: StopSignal, metrics: TrainerMetrics) -> RunResult:
+def _run(config: TrainerConfig, cache_dir: Path, staging: Path, device: torch.device, stop: StopSignal, metrics: TrainerMetrics, sinks: Sequence[ReportSink]) -> RunResult:
     started = time.monotonic()
 
     # 1. Record the config in the output folder and seed every generator.
@@ -153,14 +156,14 @@ def _run(config: TrainerConfig, cache_dir: Path, staging: Path, device: torch.de
 
     # 6. Reporter, and the checkpoint to resume from, if any.
     _stop_if_requested(stop)
-    reporter = Reporter(metrics, staging / "metrics.jsonl", total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    reporter = Reporter(metrics, staging / "metrics.jsonl", total_steps=total_steps, steps_per_epoch=steps_per_epoch, sinks=sinks)
     checkpoints = CheckpointStore(config.output, staging, config.schedule.save_total_limit)
     checkpoints.remove_partial_saves()
     position = TrainingPosition()
     resumed = checkpoints.load_latest(model=model, optimizer=optimizer, scheduler=scheduler, device=device)
     if resumed is not None:
         position = resumed.position
-        reporter.restore(resumed.history)
+        reporter.restore(resumed.history, resumed_checkpoint=resumed.name)
         apply_current_hyperparameters(optimizer, scheduler, config, resumed.config)
     else:
         reporter.restore([])

@@ -111,6 +111,9 @@ def _trainer_container(request: WorkloadRequest, credential_env: list[dict[str, 
 def _base_environment(request: WorkloadRequest) -> list[dict[str, Any]]:
     return [
         {"name": "HOME", "value": HOME_PATH},
+        # The same values as in trainer.json, as variables, so paths under mounts can be moved (see kubeclip.trainer.__main__).
+        {"name": "KUBECLIP_OUTPUT_LOCATION", "value": request.output_location},
+        {"name": "KUBECLIP_CACHE_DIR", "value": CACHE_PATH},
         {"name": "KUBECLIP_PROGRESS_CONFIGMAP", "value": progress_configmap_name(request.workload)},
         {"name": "KUBECLIP_PROGRESS_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "KUBECLIP_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

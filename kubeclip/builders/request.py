@@ -89,6 +89,11 @@ class WorkloadRequest:
         assert self.job.spec.output.storage_uri is not None
         return self.job.spec.output.storage_uri
 
+    @property
+    def output_location(self) -> str:
+        """The output location as the trainer in the pod sees it: the storage URI, or a path under the claim's mount."""
+        return trainer_output(self.output_uri)[0]
+
     @cached_property
     def labels(self) -> dict[str, str]:
         """Labels of every object of the workload, the pod included."""

@@ -97,9 +97,8 @@ def build_trainer_config_for_pod(request: WorkloadRequest) -> TrainerConfig:
     ``spec.dataset.source.profile`` names an AWS profile of a laptop and is dropped,
     because the pod has no such profile and takes its credentials from the variables.
     """
-    location, _, _ = trainer_output(request.output_uri)
     runtime = RuntimeConfig(metrics_port=request.metrics_port, metrics_address="0.0.0.0", cache_dir=CACHE_PATH, progress_bar=False)
-    config = build_trainer_config(request.job, request.settings, output_location=location, runtime=runtime)
+    config = build_trainer_config(request.job, request.settings, output_location=request.output_location, runtime=runtime)
     return dataclasses.replace(config, data=dataclasses.replace(config.data, profile=None))
 
 

@@ -8,9 +8,13 @@ leases, and moves their pods through the Stages below.
 Pod lifecycle under these Stages: a scheduled pod becomes Running with Ready
 conditions and stays Running. A test decides the outcome by labelling the pod
 ``kubeclip.dev/pod-outcome=Succeeded`` or ``=Failed``, for example with ``set_pod_outcome``
-in ``kubeclip.dev.cluster``. kwok then terminates its containers with exit code 0 or 1.
+in ``kubeclip.dev.cluster``. kwok then terminates its containers with exit code 0, or
+for Failed with the code in the pod's ``kubeclip.dev/pod-exit-code`` annotation (1 without
+it). The annotation must be set no later than the label, since kwok reads it when the
+label selects the pod.
 kwok's stock ``pod-complete`` Stage, which finishes every Job pod at once, is left out.
-A pod with a deletion timestamp is deleted.
+A pod with a deletion timestamp first gets phase Failed with exit code 143, as a kubelet
+reports a container it stopped, and is then deleted.
 """
 
 from __future__ import annotations
@@ -31,8 +35,13 @@ POOL_LABEL = "kubeclip.dev/pool"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: Taint that GPU node pools carry in GKE, EKS and AKS, so only pods that tolerate it land there.
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
-#: Exit code of the containers of a pod labelled Failed.
+#: Annotation holding the exit code (a decimal integer) of the containers of a pod labelled Failed.
+POD_EXIT_CODE_ANNOTATION = "kubeclip.dev/pod-exit-code"
+#: Exit code of the containers of a pod labelled Failed without that annotation.
 FAILED_EXIT_CODE = 1
+#: Exit code of the containers of a pod deleted while it ran: 128 + SIGTERM, as a container stopped by its kubelet.
+STOPPED_EXIT_CODE = 143
+TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True)
@@ -101,14 +110,15 @@ def build_node(pool: NodePool, index: int) -> dict[str, Any]:
 
 
 def build_stages() -> list[dict[str, Any]]:
-    """Return the kwok Stage objects: node initialize and heartbeat, pod ready, the two outcomes, pod delete."""
+    """Return the kwok Stage objects: node initialize and heartbeat, pod ready, the two outcomes, pod stop and delete."""
     return [
         _stage("Node", "node-initialize", [_expression('.status.conditions.[] | select( .type == "Ready" ) | .status', "NotIn", ["True"])], _NODE_STATUS_TEMPLATE),
         _stage("Node", "node-heartbeat", [_expression(".status.phase", "In", ["Running"])], _NODE_HEARTBEAT_TEMPLATE, delay_ms=20_000, jitter_ms=25_000),
         _stage("Pod", "pod-ready", [*_live_pod_in_phase("Pending"), _expression('.status.conditions.[] | select( .type == "Ready" ) | .status', "NotIn", ["True"])], _POD_RUNNING_TEMPLATE),
-        _outcome_stage("Succeeded", exit_code=0, reason="Completed"),
-        _outcome_stage("Failed", exit_code=FAILED_EXIT_CODE, reason="Error"),
-        _stage("Pod", "pod-delete", [_expression(".metadata.deletionTimestamp", "Exists")], None, delete=True),
+        _outcome_stage("Succeeded", exit_code_yaml="      exitCode: 0", reason="Completed"),
+        _outcome_stage("Failed", exit_code_yaml=_ANNOTATED_EXIT_CODE_TEMPLATE, reason="Error"),
+        _stop_on_delete_stage(),
+        _stage("Pod", "pod-delete", [_expression(".metadata.deletionTimestamp", "Exists"), _expression(".status.phase", "In", list(TERMINAL_PHASES))], None, delete=True),
     ]
 
 
@@ -139,11 +149,20 @@ def _node_labels(pool: NodePool, name: str) -> dict[str, str]:
     return labels
 
 
-def _outcome_stage(phase: str, *, exit_code: int, reason: str) -> dict[str, Any]:
-    template = _POD_TERMINATED_TEMPLATE.replace("@EXIT_CODE@", str(exit_code)).replace("@REASON@", reason).replace("@PHASE@", phase)
+def _outcome_stage(phase: str, *, exit_code_yaml: str, reason: str) -> dict[str, Any]:
+    template = _POD_TERMINATED_TEMPLATE.replace("@EXIT_CODE@", exit_code_yaml).replace("@REASON@", reason).replace("@PHASE@", phase)
     stage = _stage("Pod", f"pod-{phase.lower()}", _live_pod_in_phase("Running"), template)
     stage["spec"]["selector"]["matchLabels"] = {POD_OUTCOME_LABEL: phase}
     return stage
+
+
+def _stop_on_delete_stage() -> dict[str, Any]:
+    # A kubelet stops the containers of a deleted pod and reports a terminal phase before
+    # the object goes away; the Job controller keeps its job-tracking finalizer on the pod
+    # until it sees that phase, so without this Stage a deleted Job pod never disappears.
+    template = _POD_TERMINATED_TEMPLATE.replace("@EXIT_CODE@", f"      exitCode: {STOPPED_EXIT_CODE}").replace("@REASON@", "Error").replace("@PHASE@", "Failed")
+    expressions = [_expression(".metadata.deletionTimestamp", "Exists"), _expression(".status.phase", "In", ["Pending", "Running"])]
+    return _stage("Pod", "pod-stop-on-delete", expressions, template)
 
 
 def _live_pod_in_phase(phase: str) -> list[dict[str, Any]]:
@@ -253,6 +272,16 @@ phase: Running
 startTime: {{ $now | Quote }}
 """
 
+# The exit code line of the Failed Stage. kwok's templates include the sprig functions
+# (kwok's pkg/utils/gotpl; tests/devcluster/test_pod_runner.py runs this with kwok v0.8.0).
+# ``dig`` returns "" when the pod has no annotations at all, where ``index`` would fail.
+# ``$`` is the pod, because ``.`` is the container inside ``range``.
+_ANNOTATED_EXIT_CODE_TEMPLATE = """{{ with dig "metadata" "annotations" "@ANNOTATION@" "" $ }}
+      exitCode: {{ atoi . }}
+{{ else }}
+      exitCode: @DEFAULT@
+{{ end }}""".replace("@ANNOTATION@", POD_EXIT_CODE_ANNOTATION).replace("@DEFAULT@", str(FAILED_EXIT_CODE))
+
 _POD_TERMINATED_TEMPLATE = """{{ $now := Now }}
 conditions:
 - lastTransitionTime: {{ $now | Quote }}
@@ -272,7 +301,7 @@ containerStatuses:
   restartCount: 0
   state:
     terminated:
-      exitCode: @EXIT_CODE@
+@EXIT_CODE@
       reason: @REASON@
       finishedAt: {{ $now | Quote }}
       startedAt: {{ $now | Quote }}

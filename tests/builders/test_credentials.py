@@ -65,7 +65,7 @@ def test_literal_values_are_paths_and_names_only() -> None:
     env = _env(make_request(job))
 
     literal = {name for name, entry in env.items() if "value" in entry}
-    assert literal == {"HOME", "KUBECLIP_PROGRESS_CONFIGMAP", "GOOGLE_APPLICATION_CREDENTIALS"}
+    assert literal == {"HOME", "KUBECLIP_PROGRESS_CONFIGMAP", "KUBECLIP_OUTPUT_LOCATION", "KUBECLIP_CACHE_DIR", "GOOGLE_APPLICATION_CREDENTIALS"}
 
 
 def test_s3_dataset_and_gcs_output_get_both() -> None:
@@ -147,4 +147,4 @@ def test_secret_of_other_location_is_ignored(uri: str) -> None:
 def test_no_secret_gives_no_credential_variables() -> None:
     env = _env(make_request(dataset_secret_name=None, output_secret_name=None))
 
-    assert set(env) == {"HOME", "KUBECLIP_PROGRESS_CONFIGMAP", "KUBECLIP_PROGRESS_NAMESPACE", "KUBECLIP_POD_NAME"}
+    assert set(env) == {"HOME", "KUBECLIP_PROGRESS_CONFIGMAP", "KUBECLIP_PROGRESS_NAMESPACE", "KUBECLIP_POD_NAME", "KUBECLIP_OUTPUT_LOCATION", "KUBECLIP_CACHE_DIR"}

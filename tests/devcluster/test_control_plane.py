@@ -159,6 +159,28 @@ def test_job_pod_deleted_by_garbage_collector(cluster: ControlPlane, namespace: 
     wait_for(lambda: not job_pods(), "the garbage collector deleted the Job's pod")
 
 
+def test_deleted_pod_of_job_with_failure_policy_is_replaced(cluster: ControlPlane, namespace: str) -> None:
+    # The Job controller keeps a finalizer on the pod until it sees a terminal phase, which
+    # the kubelet (here kwok's pod-stop-on-delete Stage) reports for a deleted pod.
+    batch = client.BatchV1Api(cluster.api_client)
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2]}}]}
+    template = {"spec": {**_pod("unused")["spec"], "restartPolicy": "Never"}}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train"}, "spec": {"backoffLimit": 2, "podFailurePolicy": policy, "template": template}}
+    batch.create_namespaced_job(namespace, job)
+
+    def job_pods() -> list[client.V1Pod]:
+        return cluster.core.list_namespaced_pod(namespace, label_selector="job-name=train").items
+
+    wait_for(lambda: len(job_pods()) == 1, "the Job controller created one pod")
+    first = job_pods()[0].metadata.name
+    _wait_for_phase(cluster, namespace, first, "Running")
+    cluster.core.delete_namespaced_pod(first, namespace)
+
+    wait_for(lambda: first not in [pod.metadata.name for pod in job_pods()], "the deleted pod is gone", timeout=60)
+    wait_for(lambda: len(job_pods()) == 1, "the Job controller replaced the pod", timeout=60)
+    assert batch.read_namespaced_job_status("train", namespace).status.failed == 1
+
+
 def test_job_completes_when_its_pod_succeeds(cluster: ControlPlane, namespace: str) -> None:
     batch = client.BatchV1Api(cluster.api_client)
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train"}, "spec": {"backoffLimit": 0, "template": {"spec": _pod("unused")["spec"]}}}

@@ -107,7 +107,7 @@ def test_cpu_node_has_no_gpu_or_taint() -> None:
 def test_stages_omit_automatic_pod_completion() -> None:
     stages = {stage["metadata"]["name"]: stage for stage in kwok_config.build_stages()}
 
-    assert set(stages) == {"node-initialize", "node-heartbeat", "pod-ready", "pod-succeeded", "pod-failed", "pod-delete"}
+    assert set(stages) == {"node-initialize", "node-heartbeat", "pod-ready", "pod-succeeded", "pod-failed", "pod-stop-on-delete", "pod-delete"}
     assert stages["pod-succeeded"]["spec"]["selector"]["matchLabels"] == {kwok_config.POD_OUTCOME_LABEL: "Succeeded"}
     assert stages["pod-failed"]["spec"]["selector"]["matchLabels"] == {kwok_config.POD_OUTCOME_LABEL: "Failed"}
     assert "exitCode: 1\n" in stages["pod-failed"]["spec"]["next"]["statusTemplate"]
