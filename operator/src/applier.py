@@ -17,7 +17,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kubeclip.api.status import ConditionReason
-from kubeclip.builders.naming import JOB_UID_LABEL
+from kubeclip.builders.naming import (
+    JOB_UID_LABEL,
+    config_configmap_name,
+    dataset_secret_copy_name,
+    output_secret_copy_name,
+    progress_configmap_name,
+)
 from kubeclip.operator.clusters import ClusterConnection
 from kubeclip.operator.problems import Problem
 
@@ -48,23 +54,26 @@ def set_suspend(connection: ClusterConnection, job: dict[str, Any], suspend: boo
     return result
 
 
-def delete_objects(connection: ClusterConnection, namespace: str, uid: str, *, include_secrets: bool) -> None:
-    """Delete every object labelled with the job's UID in ``namespace``; pods go with their Job."""
-    selector = f"{JOB_UID_LABEL}={uid}"
-    background = client.V1DeleteOptions(propagation_policy="Background")
+def delete_objects(connection: ClusterConnection, namespace: str, workload: str, *, include_secrets: bool) -> None:
+    """Delete the job's objects by their names, which are fixed; pods go with their Job, and missing objects are skipped.
+
+    Deleting by name needs only the delete verb, which the chart's RBAC grants, not deletecollection.
+    """
     core, batch, rbac = connection.core, connection.batch, connection.rbac
-    steps: list[tuple[Callable[..., Any], dict[str, Any]]] = [
-        (batch.delete_collection_namespaced_job, {"body": background}),
-        (core.delete_collection_namespaced_config_map, {}),
-        (rbac.delete_collection_namespaced_role_binding, {}),
-        (rbac.delete_collection_namespaced_role, {}),
-        (core.delete_collection_namespaced_service_account, {}),
+    background = client.V1DeleteOptions(propagation_policy="Background")
+    steps: list[tuple[Callable[..., Any], str, dict[str, Any]]] = [
+        (batch.delete_namespaced_job, workload, {"body": background}),
+        (core.delete_namespaced_config_map, config_configmap_name(workload), {}),
+        (core.delete_namespaced_config_map, progress_configmap_name(workload), {}),
+        (rbac.delete_namespaced_role_binding, workload, {}),
+        (rbac.delete_namespaced_role, workload, {}),
+        (core.delete_namespaced_service_account, workload, {}),
     ]
     if include_secrets:
-        steps.append((core.delete_collection_namespaced_secret, {}))
-    for delete, arguments in steps:
+        steps += [(core.delete_namespaced_secret, dataset_secret_copy_name(workload), {}), (core.delete_namespaced_secret, output_secret_copy_name(workload), {})]
+    for delete, name, arguments in steps:
         try:
-            delete(namespace, label_selector=selector, **arguments)
+            delete(name, namespace, **arguments)
         except ApiException as error:
             if error.status != 404:
                 raise

@@ -39,16 +39,22 @@ class Conditions:
         self._generation = generation
         self._now = now
         self.transitions: list[Transition] = []
+        self._last: str | None = None
 
     def set(self, type_: ConditionType, status: ConditionStatus, reason: ConditionReason | str, message: str) -> None:
+        self.set_named(type_.value, status, reason, message)
+        if self._last is not None:
+            self.transitions.append(Transition(type_, status, self._last, message[:CONDITION_MESSAGE_MAX_LENGTH]))
+
+    def set_named(self, type_name: str, status: ConditionStatus, reason: ConditionReason | str, message: str) -> None:
+        """Set a condition of any type, such as a ClipCluster's Reachable."""
         reason = reason.value if isinstance(reason, ConditionReason) else reason
         message = message[:CONDITION_MESSAGE_MAX_LENGTH]
-        current = self._items.get(type_.value)
+        current = self._items.get(type_name)
         changed_status = current is None or current["status"] != status.value
-        if changed_status or current["reason"] != reason:
-            self.transitions.append(Transition(type_, status, reason, message))
-        self._items[type_.value] = {
-            "type": type_.value,
+        self._last = reason if changed_status or current["reason"] != reason else None
+        self._items[type_name] = {
+            "type": type_name,
             "status": status.value,
             "reason": reason,
             "message": message,

@@ -16,12 +16,14 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes import client as kube_client
 from kubernetes.client.exceptions import ApiException
 
 from kubeclip.api.cluster import ClipClusterSpec
 from kubeclip.api.job import API_GROUP
 from kubeclip.builders.naming import CLEANUP_FINALIZER
-from kubeclip.operator.conditions import now_iso
+from kubeclip.api.status import ConditionStatus
+from kubeclip.operator.conditions import Conditions, now_iso
 from kubeclip.operator.context import OperatorContext
 from kubeclip.operator.problems import Problem
 
@@ -32,6 +34,8 @@ ERROR_BACKOFF_SECONDS = 2.0
 ERROR_BACKOFF_MAX_SECONDS = 60.0
 #: Seconds between the checks of a deleted job's terminating pods.
 CLEANUP_RECHECK_SECONDS = 2.0
+#: Seconds before a failed deletion of the trainer objects is tried again.
+CLEANUP_RETRY_SECONDS = 10.0
 
 registry = kopf.OperatorRegistry()
 logger = logging.getLogger(__name__)
@@ -120,7 +124,10 @@ async def run_job(body: kopf.Body, uid: str, namespace: str, name: str, stopped:
 async def delete_trainer(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Delete the trainer objects in the target cluster; keep the finalizer until their pods are gone."""
     context: OperatorContext = memo.context
-    remaining = await asyncio.to_thread(context.reconciler.cleanup, copy.deepcopy(dict(body)))
+    try:
+        remaining = await asyncio.to_thread(context.reconciler.cleanup, copy.deepcopy(dict(body)))
+    except ApiException as error:
+        raise kopf.TemporaryError(f"deleting the trainer objects failed: {error.status} {error.reason}", delay=CLEANUP_RETRY_SECONDS) from error
     if remaining:
         raise kopf.TemporaryError(f"waiting for trainer pods {', '.join(remaining)} to stop", delay=CLEANUP_RECHECK_SECONDS)
     logger.info("job %s/%s: trainer objects deleted", namespace, name, extra={"job": f"{namespace}/{name}"})
@@ -134,29 +141,25 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
 
 
 @kopf.timer(API_GROUP, VERSION, "clipclusters", registry=registry, interval=30.0, initial_delay=1.0)
-async def probe_cluster(name: str, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+async def probe_cluster(name: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     """Report in the ClipCluster's status whether the operator reaches it, so platform engineers see broken credentials early."""
     context: OperatorContext = memo.context
-    reachable, reason, message, version = await asyncio.to_thread(probe, context, name, dict(spec))
+    await asyncio.to_thread(report_reachability, context, name, dict(spec), dict(status), int(meta.get("generation", 1)))
+
+
+def report_reachability(context: OperatorContext, name: str, spec: dict[str, Any], status: dict[str, Any], generation: int) -> None:
+    reachable, reason, message, version = probe(context, name, spec)
     context.metrics.reachable.labels(name).set(1 if reachable else 0)
-    stamp = now_iso()
-    previous = next((item for item in (memo.get("cluster_conditions", {}).get(name) or []) if item["type"] == "Reachable"), None)
-    condition = {
-        "type": "Reachable", "status": "True" if reachable else "False", "reason": reason, "message": message,
-        "lastTransitionTime": previous["lastTransitionTime"] if previous and previous["status"] == ("True" if reachable else "False") else stamp,
-        "observedGeneration": meta.get("generation", 1),
-    }  # fmt: skip
-    memo.setdefault("cluster_conditions", {})[name] = [condition]
-    patch.status["conditions"] = [condition]
-    patch.status["observedGeneration"] = meta.get("generation", 1)
-    patch.status["lastProbeTime"] = stamp
+    conditions = Conditions(status.get("conditions"), generation=generation, now=now_iso())
+    conditions.set_named("Reachable", ConditionStatus.TRUE if reachable else ConditionStatus.FALSE, reason, message)
+    patch = {"status": {"conditions": conditions.to_list(), "observedGeneration": generation, "lastProbeTime": now_iso()}}
     if version:
-        patch.status["serverVersion"] = version
+        patch["status"]["serverVersion"] = version
+    kube_client.CustomObjectsApi(context.home_client).patch_cluster_custom_object_status(API_GROUP, VERSION, "clipclusters", name, patch)
 
 
 def probe(context: OperatorContext, name: str, spec: dict[str, Any]) -> tuple[bool, str, str, str | None]:
-    from kubernetes import client as kube_client
-
+    """Connect to the cluster as the jobs would, and read its version."""
     try:
         cluster = ClipClusterSpec.model_validate(spec)
         connection = context.registry.connect(name, cluster)

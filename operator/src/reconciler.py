@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubeclip.api.job import API_GROUP
 from kubeclip.api.status import ConditionReason, ConditionStatus, ConditionType
-from kubeclip.builders.naming import JOB_UID_LABEL, progress_configmap_name, workload_labels
+from kubeclip.builders.naming import JOB_UID_LABEL, dataset_secret_copy_name, output_secret_copy_name, progress_configmap_name, workload_labels
 from kubeclip.builders.workload import WorkloadRequest, build_secret_copy, build_workload
 from kubeclip.operator import applier, pods as pod_info
 from kubeclip.operator.clusters import ClusterConnection, ClusterRegistry
@@ -89,7 +89,7 @@ class Reconciler:
         except Problem as problem:
             logger.warning("job %s/%s: cannot reach its cluster to delete the trainer (%s); deleting the job anyway", metadata["namespace"], metadata["name"], problem.message)
             return []
-        applier.delete_objects(connection, resolved.namespace, resolved.uid, include_secrets=resolved.is_remote)
+        applier.delete_objects(connection, resolved.namespace, resolved.workload, include_secrets=resolved.is_remote)
         return applier.remaining_pods(connection, resolved.namespace, resolved.uid)
 
     def _observe_and_act(self, body: dict[str, Any], resolved: ResolvedJob, connection: ClusterConnection) -> Observation:
@@ -145,7 +145,8 @@ class Reconciler:
         names = {}
         for role, reference in (("dataset", spec.dataset.source.secret_ref), ("output", spec.output.secret_ref)):
             if reference is not None:
-                names[role] = f"{resolved.workload}-{role}" if resolved.is_remote else reference.name
+                copy_name = dataset_secret_copy_name if role == "dataset" else output_secret_copy_name
+                names[role] = copy_name(resolved.workload) if resolved.is_remote else reference.name
         return names
 
     def _secret_copies(self, resolved: ResolvedJob, names: dict[str, str]) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ def bucket(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> S3S
 @pytest.fixture(scope="package")
 def runner(home: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodRunner]:
     environment = {"AWS_EC2_METADATA_DISABLED": "true", "KUBECLIP_PROGRESS_INTERVAL_SECONDS": "1", "OMP_NUM_THREADS": "1",
-                   "KUBECLIP_TRAINER_METRICS_PORT": "0"}  # fmt: skip
+                   "KUBECLIP_METRICS_PORT": "0"}  # fmt: skip
     with PodRunner(home["plane"], work_dir=tmp_path_factory.mktemp("pods"), extra_env=environment) as pod_runner:
         yield pod_runner
 

@@ -44,7 +44,7 @@ def remote(second_cluster: ControlPlane, home: dict[str, Any], tmp_path_factory:
         "kubeconfigSecretRef": {"name": "byo-kubeconfig", "namespace": SECRET_NAMESPACE},
     })  # fmt: skip
     environment = {"AWS_EC2_METADATA_DISABLED": "true", "KUBECLIP_PROGRESS_INTERVAL_SECONDS": "1", "OMP_NUM_THREADS": "1",
-                   "KUBECLIP_TRAINER_METRICS_PORT": "0"}  # fmt: skip
+                   "KUBECLIP_METRICS_PORT": "0"}  # fmt: skip
     with PodRunner(second_cluster, work_dir=directory / "pods", extra_env=environment) as runner:
         yield {"plane": second_cluster, "runner": runner, "kubeconfig": kubeconfig}
 

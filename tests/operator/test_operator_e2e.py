@@ -9,12 +9,13 @@ ConfigMap, and the operator copies it into the job's status.
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from tests.operator.conftest import (
@@ -72,8 +73,9 @@ def objects_left(plane: ControlPlane, namespace: str, uid: str) -> dict[str, lis
 
 def test_applied_job_trains_and_reports(home, operator: OperatorProcess, runner: PodRunner, namespace: str, bucket: S3Server, tmp_path: Path) -> None:
     plane: ControlPlane = home["plane"]
-    manifest = tmp_path / "job.yaml"
-    manifest.write_text(yaml.safe_dump(training_job("photos", namespace, bucket)))
+    # JSON, because PyYAML writes the string "3e-4" unquoted and kubectl's YAML 1.2 parser reads a number.
+    manifest = tmp_path / "job.json"
+    manifest.write_text(json.dumps(training_job("photos", namespace, bucket)))
     applied = kubectl(plane, "apply", "-f", str(manifest))
     assert applied.returncode == 0, applied.stderr
 
@@ -100,6 +102,9 @@ def test_applied_job_trains_and_reports(home, operator: OperatorProcess, runner:
     assert "Succeeded" in printed.stdout and "L40" in printed.stdout and "100" in printed.stdout
     secret_value = bucket.secret_access_key
     assert secret_value not in str(job) and secret_value not in operator.log()
+    metrics = operator.metrics()
+    assert 'kubeclip_operator_jobs{gpu_type="L40",phase="Succeeded"} 1.0' in metrics
+    assert re.search(r'kubeclip_operator_scheduling_delay_seconds_count\{gpu_type="L40"\} [1-9]', metrics), metrics
 
 
 def test_job_without_free_gpu_shows_scheduler_reason(home, operator: OperatorProcess, namespace: str, bucket: S3Server) -> None:
@@ -189,7 +194,11 @@ def test_deleting_running_job_removes_trainer(home, operator: OperatorProcess, r
     pod_name = job["status"]["workload"]["podName"]
 
     client.CustomObjectsApi(plane.api_client).delete_namespaced_custom_object("kubeclip.dev", "v1alpha1", namespace, "cliptrainingjobs", "gone")
-    wait_for(lambda: not objects_left(plane, namespace, uid), "every trainer object is deleted", timeout=150)
+    try:
+        wait_for(lambda: not objects_left(plane, namespace, uid), "every trainer object is deleted", timeout=150)
+    except BaseException:
+        print(f"left: {objects_left(plane, namespace, uid)}\noperator log:\n{operator.log()[-6000:]}")
+        raise
     wait_for(lambda: not runner.is_running(pod_name), "the trainer process has stopped", timeout=150)
     jobs = client.CustomObjectsApi(plane.api_client).list_namespaced_custom_object("kubeclip.dev", "v1alpha1", namespace, "cliptrainingjobs")
     assert jobs["items"] == []

@@ -191,6 +191,22 @@ class PodRunner:
             return f"(the pod runner never saw pod {pod_name})"
         return record.log_path.read_text(errors="replace") if record.log_path.exists() else "(no output)"
 
+    def kill(self, pod_name: str, signal_number: int = signal.SIGKILL, namespace: str | None = None) -> None:
+        """Send ``signal_number`` to the process group of the pod's running process, as a crash or the OOM killer would.
+
+        The pod is not deleted: the process's exit becomes the pod's outcome, as when a container dies.
+        """
+        record = self.find(pod_name, namespace)
+        if record is None or record.popen is None or record.popen.poll() is not None:
+            raise AssertionError(f"pod {pod_name} has no running process to signal; its log:\n{self.log_of(pod_name, namespace)}")
+        self._append_log(record, f"test sends signal {signal.Signals(signal_number).name}")
+        os.killpg(record.popen.pid, signal_number)
+
+    def is_running(self, pod_name: str, namespace: str | None = None) -> bool:
+        """Whether the newest process of ``pod_name`` has started and not ended."""
+        record = self.find(pod_name, namespace)
+        return record is not None and record.started.is_set() and not record.ended.is_set()
+
     def claim_dir(self, claim_name: str) -> Path:
         """Return the local folder of PersistentVolumeClaim ``claim_name``, shared by all pods and namespaces."""
         return self.work_dir / "pvc" / claim_name
