@@ -241,6 +241,23 @@ def wait_for_nodes_ready(state: ClusterState, timeout: float) -> None:
         _wait(state, all_ready, timeout, f"nodes {', '.join(sorted(expected))} are Ready and untainted", "kwok")
 
 
+def restart_component(state: ClusterState, component: str, timeout: float = APISERVER_START_TIMEOUT_SECONDS) -> ClusterState:
+    """Stop one component and start it again on the same ports, as a crash or an upgrade would; return the new state.
+
+    Raises:
+        ClusterError: the component did not become healthy again within ``timeout`` seconds.
+    """
+    if component not in components.START_ORDER:
+        raise ValueError(f"unknown component {component!r}; choose one of {', '.join(components.START_ORDER)}")
+    for record in state.processes:
+        if record.name == component:
+            processes.stop_process(record)
+    state = ClusterState(state.name, state.data_dir, state.ports, tuple(record for record in state.processes if record.name != component))
+    state = _start_one(state, component)
+    _wait_healthy(state, component, timeout)
+    return state
+
+
 def set_pod_outcome(api_client: client.ApiClient, namespace: str, name: str, phase: str) -> None:
     """Label a Running pod so kwok ends it with ``phase`` "Succeeded" (exit code 0) or "Failed" (exit code 1)."""
     if phase not in ("Succeeded", "Failed"):
