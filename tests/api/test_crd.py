@@ -533,3 +533,24 @@ def test_explain_prints_field_description(installed_crds: ControlPlane) -> None:
 
     wait_for(explain_shows_description, "kubectl explain shows spec.training.learningRate", timeout=EXPLAIN_TIMEOUT_SECONDS)
     assert "FIELD: learningRate <string>" in outputs[-1]
+
+
+CLUSTER_REJECTIONS = [
+    ({"type": "BringYourOwn", "gpuPools": [{"gpuType": "L40", "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L40"}}]},
+     "a BringYourOwn cluster needs spec.kubeconfigSecretRef"),
+    ({"type": "Managed", "kubeconfigSecretRef": {"name": "k", "namespace": "kubeclip-system"},
+      "gpuPools": [{"gpuType": "L40", "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L40"}}]},
+     "Managed or Standalone clusters must not set it"),
+    ({"type": "Managed", "gpuPools": [{"gpuType": "L40", "nodeSelector": {}}]}, "spec.gpuPools[0].nodeSelector: Invalid value"),
+    ({"type": "Managed", "gpuPools": [{"gpuType": "L40S", "nodeSelector": {"a": "b"}}]}, 'spec.gpuPools[0].gpuType: Unsupported value: "L40S"'),
+]  # fmt: skip
+
+
+@pytest.mark.controlplane
+@pytest.mark.parametrize("spec, message", CLUSTER_REJECTIONS, ids=[str(index) for index in range(len(CLUSTER_REJECTIONS))])
+def test_kubectl_apply_rejects_invalid_cluster(installed_crds: ControlPlane, tmp_path: Path, spec: dict[str, Any], message: str) -> None:
+    manifest = tmp_path / "cluster.json"
+    manifest.write_text(json.dumps({"apiVersion": f"{API_GROUP}/{VERSION}", "kind": "ClipCluster", "metadata": {"name": _unique("cluster")}, "spec": spec}))
+    result = kubectl(installed_crds, "apply", "-f", str(manifest))
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
