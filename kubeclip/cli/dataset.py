@@ -14,14 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from kubeclip.trainer.config import CAPTION_PLACEHOLDER, DataConfig, RuntimeConfig
-from kubeclip.trainer.data.builtin import BUILTIN_SCHEME
-from kubeclip.trainer.data.images import DEFAULT_MAX_IMAGE_PIXELS
-from kubeclip.trainer.data.pack import PackResult, pack_directory
-from kubeclip.trainer.data.sources import fetch_dataset
-from kubeclip.trainer.data.stats import DatasetStatistics, TokenCounter, compute_statistics, format_report
-from kubeclip.trainer.data.validation import ValidationReport, validate_archive
 from kubeclip.trainer.errors import ConfigError, ExitCode, TrainerError
+
+if TYPE_CHECKING:
+    from kubeclip.trainer.data.pack import PackResult
+    from kubeclip.trainer.data.stats import DatasetStatistics, TokenCounter
+    from kubeclip.trainer.data.validation import ValidationReport
+
+# The data modules import torch; they load when a dataset command runs, so that other
+# commands (the operator above all) start without it.
+BUILTIN_SCHEME = "builtin://"
+DEFAULT_MAX_IMAGE_PIXELS = DataConfig.__dataclass_fields__["max_image_pixels"].default
 
 #: Default of ``--prompt-max-length``: the trainer's own default.
 DEFAULT_PROMPT_MAX_LENGTH = DataConfig.prompt_max_length
@@ -95,6 +101,10 @@ def _add_pack_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from kubeclip.trainer.data.sources import fetch_dataset
+    from kubeclip.trainer.data.stats import compute_statistics
+    from kubeclip.trainer.data.validation import validate_archive
+
     """Validate an archive, print the report and statistics, and return 0 (valid) or 3 (invalid)."""
     try:
         small_preset = _apply_job_settings(args)
@@ -184,6 +194,8 @@ def _load_tokenizer(name_or_path: str) -> Any:
 
 
 def _render_validation(report: ValidationReport, stats: DatasetStatistics, args: argparse.Namespace) -> str:
+    from kubeclip.trainer.data.stats import format_report
+
     if args.json:
         return json.dumps({"report": report.to_dict(), "statistics": stats.to_dict()}, indent=2)
     text = format_report(report, stats)
@@ -199,6 +211,8 @@ def _validation_exit_code(report: ValidationReport, skip_invalid: bool) -> int:
 
 
 def run_pack(args: argparse.Namespace) -> int:
+    from kubeclip.trainer.data.pack import pack_directory
+
     """Pack a folder into a dataset archive, print what was written, and return the exit code."""
     try:
         result = pack_directory(args.dir, args.output, captions_file=args.captions_file)

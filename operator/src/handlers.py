@@ -105,7 +105,7 @@ async def run_job(body: kopf.Body, uid: str, namespace: str, name: str, stopped:
                 delay = context.settings.resync_seconds
                 if not result.keep_watching:
                     logger.info("job %s/%s finished in phase %s", namespace, name, result.phase, extra={"job": f"{namespace}/{name}"})
-                    await _wait(wakeup, None)
+                    await _wait(wakeup, stopped, None)
                     continue
             except ApiException as error:
                 context.metrics.errors.labels(f"Http{error.status}").inc()
@@ -115,7 +115,7 @@ async def run_job(body: kopf.Body, uid: str, namespace: str, name: str, stopped:
                 context.metrics.errors.labels(type(error).__name__).inc()
                 logger.exception("job %s/%s: reconciliation failed; retrying in %.0f s", namespace, name, backoff, extra={"job": f"{namespace}/{name}"})
                 delay, backoff = backoff, min(backoff * 2, ERROR_BACKOFF_MAX_SECONDS)
-            await _wait(wakeup, delay)
+            await _wait(wakeup, stopped, delay)
     finally:
         context.wakeups.unregister(uid)
 
@@ -133,11 +133,14 @@ async def delete_trainer(body: kopf.Body, namespace: str, name: str, memo: kopf.
     logger.info("job %s/%s: trainer objects deleted", namespace, name, extra={"job": f"{namespace}/{name}"})
 
 
-async def _wait(event: asyncio.Event, timeout: float | None) -> None:
+async def _wait(event: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float | None) -> None:
+    """Return when the job is woken, the daemon is asked to stop (the operator exits, the job is deleted), or after ``timeout``."""
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stopped.wait())]
     try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
-        pass
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 @kopf.timer(API_GROUP, VERSION, "clipclusters", registry=registry, interval=30.0, initial_delay=1.0)

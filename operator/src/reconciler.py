@@ -28,7 +28,7 @@ from kubeclip.operator.events import EventRecorder
 from kubeclip.operator.metrics import OperatorMetrics
 from kubeclip.operator.problems import Problem
 from kubeclip.operator.progress import read_report
-from kubeclip.operator.resolution import VERSION, ResolvedJob, resolve
+from kubeclip.operator.resolution import VERSION, Lookups, ResolvedJob, resolve
 from kubeclip.operator.settings import OperatorSettings
 from kubeclip.operator.status_builder import TERMINAL_PHASES, Observation, StatusUpdate, build_status, problem_status
 
@@ -51,6 +51,7 @@ class Reconciler:
         self._registry = registry
         self._events = events
         self._metrics = metrics
+        self._lookups = Lookups()
         self._capacity_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -64,7 +65,7 @@ class Reconciler:
             return PassResult(previous["phase"], keep_watching=False)
         gpu_type = (body.get("spec", {}).get("infrastructure") or {}).get("gpuType", "unknown")
         try:
-            resolved = resolve(body, self._home, self._settings.default_cluster)
+            resolved = resolve(body, self._home, self._settings.default_cluster, self._lookups)
             connection = self._registry.connect(resolved.cluster_name, resolved.cluster)
             self._metrics.reachable.labels(resolved.cluster_name).set(1)
             observation = self._observe_and_act(body, resolved, connection)
@@ -193,11 +194,13 @@ class Reconciler:
             return self._capacity_locks.setdefault(key, threading.Lock())
 
     def _write_status(self, body: dict[str, Any], previous: dict[str, Any], update: StatusUpdate) -> None:
-        if _same(previous, update.status):
+        # The API server drops null fields, so a status with None values would never equal the stored one.
+        status = _without_none(update.status)
+        if _same(previous, status):
             return
         metadata = body["metadata"]
         # Fields that the new status no longer has are removed explicitly: a merge patch keeps what it does not mention.
-        patch = {"status": {**{key: None for key in previous if key not in update.status}, **update.status}}
+        patch = {"status": {**{key: None for key in previous if key not in status}, **status}}
         try:
             client.CustomObjectsApi(self._home).patch_namespaced_custom_object_status(
                 API_GROUP, VERSION, metadata["namespace"], "cliptrainingjobs", metadata["name"], patch
@@ -216,6 +219,14 @@ class Reconciler:
 
 def _finished(job: dict[str, Any]) -> bool:
     return any(pod_info.job_condition(job, kind) for kind in ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
+    return value
 
 
 def _same(previous: dict[str, Any], status: dict[str, Any]) -> bool:

@@ -7,6 +7,9 @@ waiting, because creating the ClipDataset, ClipCluster or Secret later is the us
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,30 @@ from kubeclip.builders.locations import trainer_output
 from kubeclip.operator.problems import Problem
 
 VERSION = "v1alpha1"
+#: Seconds a found ClipCluster, ClipDataset or Secret is remembered. Only found objects are
+#: remembered, so a job that waits for a missing one sees it on its next pass.
+LOOKUP_TTL_SECONDS = 15.0
+
+
+class Lookups:
+    """Remembers objects that were found, for a short time, so each pass of each job does not read them again."""
+
+    def __init__(self, ttl: float = LOOKUP_TTL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        value = load()
+        with self._lock:
+            self._entries[key] = (now + self._ttl, value)
+        return value
 _OUTPUT_FORMS = "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or pvc://CLAIM/PATH"
 
 
@@ -67,16 +94,17 @@ def parse_body(body: dict[str, Any]) -> ClipTrainingJob:
         raise Problem(ConditionReason.INVALID_SPEC, format_validation_error(error), retry=False) from None
 
 
-def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster: str) -> ResolvedJob:
+def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster: str, lookups: Lookups | None = None) -> ResolvedJob:
     """Look up everything the job refers to in the home cluster.
 
     Raises:
         Problem: a setting is invalid, or a referenced object does not exist.
     """
-    job = _with_dataset_source(parse_body(body), api_client)
+    lookups = lookups or Lookups(ttl=0.0)
+    job = _with_dataset_source(parse_body(body), api_client, lookups)
     _check_output(job)
     metadata = body["metadata"]
-    cluster_name, cluster = _cluster_of(job, api_client, default_cluster)
+    cluster_name, cluster = _cluster_of(job, api_client, default_cluster, lookups)
     pool = cluster.pool(job.spec.infrastructure.gpu_type)
     if pool is None:
         offered = ", ".join(p.gpu_type.value for p in cluster.gpu_pools)
@@ -86,7 +114,7 @@ def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster:
             f"set spec.infrastructure.gpuType to one of them, or ask the platform team to add a pool",
             retry=True,
         )
-    _check_secrets(job, api_client)
+    _check_secrets(job, api_client, lookups)
     try:
         settings = resolve_settings(job)
     except ValueError as error:
@@ -106,13 +134,16 @@ def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster:
     )
 
 
-def _with_dataset_source(job: ClipTrainingJob, api_client: client.ApiClient) -> ClipTrainingJob:
+def _with_dataset_source(job: ClipTrainingJob, api_client: client.ApiClient, lookups: Lookups) -> ClipTrainingJob:
     reference = job.spec.dataset.dataset_ref
     if reference is None:
         return job
     namespace = job.metadata.namespace
     try:
-        body = client.CustomObjectsApi(api_client).get_namespaced_custom_object(API_GROUP, VERSION, namespace, "clipdatasets", reference.name)
+        body = lookups.get(
+            ("clipdatasets", namespace, reference.name),
+            lambda: client.CustomObjectsApi(api_client).get_namespaced_custom_object(API_GROUP, VERSION, namespace, "clipdatasets", reference.name),
+        )
     except ApiException as error:
         if error.status == 404:
             raise Problem(
@@ -150,12 +181,12 @@ def _check_output(job: ClipTrainingJob) -> None:
         )
 
 
-def _cluster_of(job: ClipTrainingJob, api_client: client.ApiClient, default_cluster: str) -> tuple[str, ClipClusterSpec]:
+def _cluster_of(job: ClipTrainingJob, api_client: client.ApiClient, default_cluster: str, lookups: Lookups) -> tuple[str, ClipClusterSpec]:
     infrastructure = job.spec.infrastructure
     name = infrastructure.cluster_ref.name if infrastructure.cluster_ref else default_cluster
     field = "spec.infrastructure.clusterRef" if infrastructure.cluster_ref else "the operator's default cluster (--default-cluster)"
     try:
-        body = client.CustomObjectsApi(api_client).get_cluster_custom_object(API_GROUP, VERSION, "clipclusters", name)
+        body = lookups.get(("clipclusters", name), lambda: client.CustomObjectsApi(api_client).get_cluster_custom_object(API_GROUP, VERSION, "clipclusters", name))
     except ApiException as error:
         if error.status == 404:
             raise Problem(
@@ -178,7 +209,7 @@ def _cluster_of(job: ClipTrainingJob, api_client: client.ApiClient, default_clus
     return name, cluster
 
 
-def _check_secrets(job: ClipTrainingJob, api_client: client.ApiClient) -> None:
+def _check_secrets(job: ClipTrainingJob, api_client: client.ApiClient, lookups: Lookups) -> None:
     core = client.CoreV1Api(api_client)
     namespace = job.metadata.namespace
     references = [("spec.dataset.source.secretRef", job.spec.dataset.source.secret_ref), ("spec.output.secretRef", job.spec.output.secret_ref)]
@@ -186,7 +217,7 @@ def _check_secrets(job: ClipTrainingJob, api_client: client.ApiClient) -> None:
         if reference is None:
             continue
         try:
-            core.read_namespaced_secret(reference.name, namespace, _preload_content=False)
+            lookups.get(("secrets", namespace, reference.name), lambda: core.read_namespaced_secret(reference.name, namespace, _preload_content=False).status)
         except ApiException as error:
             if error.status == 404:
                 raise Problem(
