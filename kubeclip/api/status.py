@@ -190,7 +190,7 @@ class ClipTrainingJobStatus(_StatusModel):
     start_time: datetime | None = Field(None, description="When the trainer first started.")
     completion_time: datetime | None = Field(None, description="When the job succeeded or failed.")
     node_name: str | None = Field(None, description="Node the trainer pod runs on.")
-    gpu_type: str | None = Field(None, description="GPU product of that node, from its nvidia.com/gpu.product label.")
+    gpu_type: str | None = Field(None, description="GPU type of the pool the trainer runs on: H100, A100 or L40.")
     progress: TrainingProgress | None = Field(None, description="Steps, loss and throughput from the trainer's latest report.")
     evaluation: EvaluationResults | None = Field(None, description="Figures from the latest evaluation on the validation split.")
     checkpoints: list[CheckpointRecord] = Field(

@@ -175,3 +175,13 @@ def test_unreachable_cluster_keeps_running_phase_unknown() -> None:
     update = problem_status(previous, Problem(ConditionReason.CLUSTER_UNREACHABLE, "cluster byo did not answer", retry=True), 1, T0)
     assert condition(update.status, "Running")["status"] == "Unknown"
     assert update.phase == JobPhase.RUNNING.value
+
+
+def test_image_pull_error_is_reported(resolved: ResolvedJob) -> None:
+    waiting = {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"kubeclip:typo\""}}, "image": "kubeclip:typo"}
+    stuck = pod("w-1", phase="Pending", node="kwok-l40-0", containerStatuses=[waiting])
+    update = build_status({}, resolved, Observation(trainer_job(), [stuck]), T0)
+    running = condition(valid(update.status), "Running")
+    assert running["reason"] == ConditionReason.IMAGE_PULL_FAILED.value
+    assert "kubeclip:typo" in running["message"] and "--trainer-image" in running["message"]
+    assert update.transitions[-1].reason == ConditionReason.IMAGE_PULL_FAILED.value
