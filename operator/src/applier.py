@@ -25,15 +25,22 @@ from kubeclip.builders.naming import (
     progress_configmap_name,
 )
 from kubeclip.operator.clusters import ClusterConnection
-from kubeclip.operator.problems import Problem
+from kubeclip.operator.problems import Problem, describe_api_error
 
 logger = logging.getLogger(__name__)
 
 
 def apply_objects(connection: ClusterConnection, objects: list[dict[str, Any]], uid: str) -> dict[str, Any] | None:
-    """Create each object unless it exists; return the batch/v1 Job as the server has it.
+    """Create each object unless it exists; return the batch/v1 Job as the server has it, or None when ``objects`` has none.
 
     Secrets are replaced when they exist, so a BringYourOwn copy follows rotated credentials.
+    The Job and ConfigMaps go into the connection's caches at once, so the next pass does
+    not create them again before their watch events arrive.
+
+    Raises:
+        Problem: the target namespace does not exist, the operator may not create an object,
+            or an object of the same name belongs to another job.
+        ApiException: the API server failed for another reason.
     """
     created_job = None
     for body in objects:
@@ -41,12 +48,13 @@ def apply_objects(connection: ClusterConnection, objects: list[dict[str, Any]], 
         if body["kind"] == "Job":
             created_job = result
             connection.jobs.remember(result)
-        elif body["kind"] == "ConfigMap" and result is not None:
+        elif body["kind"] == "ConfigMap":
             connection.configmaps.remember(result)
     return created_job
 
 
 def set_suspend(connection: ClusterConnection, job: dict[str, Any], suspend: bool) -> dict[str, Any]:
+    """Set the trainer Job's spec.suspend and return the Job as the server has it."""
     metadata = job["metadata"]
     updated = connection.batch.patch_namespaced_job(metadata["name"], metadata["namespace"], {"spec": {"suspend": suspend}}, _preload_content=False)
     result = json.loads(updated.data)
@@ -80,11 +88,12 @@ def delete_objects(connection: ClusterConnection, namespace: str, workload: str,
 
 
 def remaining_pods(connection: ClusterConnection, namespace: str, uid: str) -> list[str]:
+    """Name the pods of the job with ``uid`` that still exist, read from the API server and not the cache."""
     pods = connection.core.list_namespaced_pod(namespace, label_selector=f"{JOB_UID_LABEL}={uid}")
     return [pod.metadata.name for pod in pods.items]
 
 
-def _create_or_read(connection: ClusterConnection, body: dict[str, Any], uid: str) -> dict[str, Any] | None:
+def _create_or_read(connection: ClusterConnection, body: dict[str, Any], uid: str) -> dict[str, Any]:
     create, read, replace = _operations(connection, body["kind"])
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
@@ -131,10 +140,11 @@ def _operations(connection: ClusterConnection, kind: str) -> tuple[Callable[...,
 
 
 def _forbidden_problem(error: ApiException, body: dict[str, Any]) -> Problem:
+    # A 403 is also what an exceeded ResourceQuota returns, so the server's message goes along to tell the two apart.
     namespace = body["metadata"]["namespace"]
     return Problem(
         ConditionReason.CLUSTER_UNREACHABLE,
-        f"the operator may not create {body['kind']} objects in namespace {namespace} of the target cluster (403 Forbidden); "
-        f"grant its identity the Role from the Helm chart (mode remoteTarget for a BringYourOwn cluster)",
+        f"the operator may not create {body['kind']} objects in namespace {namespace} of the target cluster ({describe_api_error(error)}); "
+        f"grant its identity the Role from the Helm chart (mode remoteTarget for a BringYourOwn cluster), or raise the namespace's quota",
         retry=True,
     )

@@ -64,25 +64,34 @@ class ClusterConnection:
         return client.RbacAuthorizationV1Api(self.api_client)
 
     def start(self, on_change: Callable[[dict[str, Any]], None], watch_timeout_seconds: int) -> ClusterConnection:
+        """Start the informers of trainer Jobs, pods and ConfigMaps; ``on_change`` gets every changed object."""
         core, batch = self.core, self.batch
-
-        def informer(name: str, all_namespaces: Callable[..., Any], namespaced: Callable[..., Any]) -> Informer:
-            arguments = {} if self.namespace is None else {"namespace": self.namespace}
-            function = all_namespaces if self.namespace is None else namespaced
-            return Informer(
-                f"{self.key}/{name}",
-                function,
-                label_selector=TRAINER_SELECTOR,
-                on_change=on_change,
-                on_unauthorized=self.unauthorized.set,
-                watch_timeout_seconds=watch_timeout_seconds,
-                list_arguments=arguments,
-            ).start()
-
-        self.jobs = informer("jobs", batch.list_job_for_all_namespaces, batch.list_namespaced_job)
-        self.pods = informer("pods", core.list_pod_for_all_namespaces, core.list_namespaced_pod)
-        self.configmaps = informer("configmaps", core.list_config_map_for_all_namespaces, core.list_namespaced_config_map)
+        self.jobs = self._informer("jobs", batch.list_job_for_all_namespaces, batch.list_namespaced_job, on_change, watch_timeout_seconds)
+        self.pods = self._informer("pods", core.list_pod_for_all_namespaces, core.list_namespaced_pod, on_change, watch_timeout_seconds)
+        self.configmaps = self._informer(
+            "configmaps", core.list_config_map_for_all_namespaces, core.list_namespaced_config_map, on_change, watch_timeout_seconds
+        )
         return self
+
+    def _informer(
+        self,
+        kind: str,
+        all_namespaces: Callable[..., Any],
+        namespaced: Callable[..., Any],
+        on_change: Callable[[dict[str, Any]], None],
+        watch_timeout_seconds: int,
+    ) -> Informer:
+        arguments = {} if self.namespace is None else {"namespace": self.namespace}
+        function = all_namespaces if self.namespace is None else namespaced
+        return Informer(
+            f"{self.key}/{kind}",
+            function,
+            label_selector=TRAINER_SELECTOR,
+            on_change=on_change,
+            on_unauthorized=self.unauthorized.set,
+            watch_timeout_seconds=watch_timeout_seconds,
+            list_arguments=arguments,
+        ).start()
 
     def wait_synced(self, timeout: float) -> bool:
         """Wait until every cache is filled; False at the timeout, or at once when the cluster refused the credentials."""
@@ -94,11 +103,13 @@ class ClusterConnection:
         return True
 
     def stop(self) -> None:
+        """Stop the informers and close the API client's connection pool."""
         for informer in self._informers():
             informer.stop()
         self.api_client.close()
 
     def pods_of(self, job_uid: str) -> list[dict[str, Any]]:
+        """Return the cached trainer pods of the ClipTrainingJob with ``job_uid``."""
         return self.pods.select(lambda pod: pod["metadata"].get("labels", {}).get(JOB_UID_LABEL) == job_uid)
 
     def _informers(self) -> list[Informer]:
@@ -117,6 +128,11 @@ class ClusterRegistry:
         self._lock = threading.Lock()
 
     def home(self) -> ClusterConnection:
+        """Return the connection to the operator's own cluster, starting its informers on the first call.
+
+        Raises:
+            Problem: the caches did not fill within the sync timeout.
+        """
         with self._lock:
             connection = self._connections.get(HOME)
             if connection is None:
@@ -143,7 +159,11 @@ class ClusterRegistry:
                 connection.secret_version != version or connection.unauthorized.is_set() or connection.namespace != namespace
             )
             if stale:
-                logger.info("reconnecting to cluster %s: its kubeconfig Secret changed or its credentials were refused", cluster_name)
+                logger.info(
+                    "reconnecting to cluster %s because its kubeconfig Secret changed or its API server rejected the credentials",
+                    cluster_name,
+                    extra={"cluster": cluster_name},
+                )
                 connection.stop()
                 connection = None
             if connection is None:
@@ -154,12 +174,14 @@ class ClusterRegistry:
         return connection
 
     def forget(self, cluster_name: str) -> None:
+        """Stop and drop the connection to a BringYourOwn cluster, for a deleted ClipCluster."""
         with self._lock:
             connection = self._connections.pop(f"remote/{cluster_name}", None)
         if connection is not None:
             connection.stop()
 
     def stop(self) -> None:
+        """Stop every connection, the home one included."""
         with self._lock:
             connections, self._connections = list(self._connections.values()), {}
         for connection in connections:
@@ -191,6 +213,13 @@ class ClusterRegistry:
                     ConditionReason.SECRET_NOT_FOUND,
                     f"ClipCluster {cluster_name} names kubeconfig Secret {ref.namespace}/{ref.name}, which does not exist; "
                     f"create it with: kubectl create secret generic {ref.name} -n {ref.namespace} --from-file={ref.key}=PATH",
+                    retry=True,
+                ) from None
+            if error.status == 403:
+                raise Problem(
+                    ConditionReason.CLUSTER_UNREACHABLE,
+                    f"the operator may not read kubeconfig Secret {ref.namespace}/{ref.name} of ClipCluster {cluster_name} (403 Forbidden); "
+                    f"grant the operator's identity get on Secrets in namespace {ref.namespace}, as the Helm chart's ClusterRole does",
                     retry=True,
                 ) from None
             raise

@@ -20,6 +20,8 @@ WORKER_THREADS = 16
 
 @dataclass
 class OperatorContext:
+    """The shared objects, created once at startup and handed to the handlers through Kopf's memo."""
+
     settings: OperatorSettings
     home_client: client.ApiClient
     metrics: OperatorMetrics
@@ -30,6 +32,7 @@ class OperatorContext:
 
     @classmethod
     def create(cls, settings: OperatorSettings, home_client: client.ApiClient, metrics: OperatorMetrics | None = None) -> OperatorContext:
+        """Wire the context for ``home_client``; a test may pass its own ``metrics``."""
         metrics = metrics or OperatorMetrics()
         wakeups = Wakeups()
         registry = ClusterRegistry(
@@ -40,4 +43,10 @@ class OperatorContext:
         return cls(settings, home_client, metrics, wakeups, registry, reconciler, executor)
 
     def close(self) -> None:
+        """Stop every cluster connection and close ``home_client``.
+
+        The executor is the event loop's default one, and ``asyncio.run`` shuts it down.
+        """
         self.registry.stop()
+        # Closing twice is harmless, and the home connection may already have closed it.
+        self.home_client.close()

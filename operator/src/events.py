@@ -1,4 +1,8 @@
-"""Post Kubernetes events on ClipTrainingJobs, so ``kubectl describe`` shows each transition and error."""
+"""Post Kubernetes events on ClipTrainingJobs, so ``kubectl describe`` shows each transition and error.
+
+The reconciler calls ``EventRecorder.transitions`` after each pass with the condition
+transitions of that pass. Event reasons are the condition reasons.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from kubeclip.api.status import ConditionReason, ConditionStatus, ConditionType
 from kubeclip.operator.conditions import Transition, now_iso
@@ -15,6 +20,7 @@ from kubeclip.operator.conditions import Transition, now_iso
 logger = logging.getLogger(__name__)
 
 COMPONENT = "kubeclip-operator"
+#: Characters kept of an event message: the limit that events.k8s.io/v1 sets on an event's note.
 _MESSAGE_LIMIT = 1024
 #: Reasons that mean the job cannot go on as it is; reported as Warning events.
 _WARNING_REASONS = frozenset(
@@ -28,6 +34,11 @@ _WARNING_REASONS = frozenset(
 )  # fmt: skip
 
 
+def is_warning(reason: str) -> bool:
+    """Tell whether a condition reason means a problem the user must act on."""
+    return reason in _WARNING_REASONS
+
+
 class EventRecorder:
     """Creates core/v1 Events whose involvedObject is the job."""
 
@@ -36,12 +47,23 @@ class EventRecorder:
         self._instance = socket.gethostname()
 
     def transitions(self, body: dict[str, Any], transitions: list[Transition]) -> None:
+        """Post one event per reason among the transitions of a pass.
+
+        One change often moves several conditions with the same reason (a suspension sets
+        Suspended and clears Running and Scheduled), and the first of them carries the most detail.
+        A terminal condition going False is not news and posts nothing.
+        """
+        posted: set[str] = set()
         for transition in transitions:
             if transition.status == ConditionStatus.FALSE and transition.type in (ConditionType.SUCCEEDED, ConditionType.FAILED):
                 continue
-            self.post(body, transition.reason, transition.message, warning=transition.reason in _WARNING_REASONS)
+            if transition.reason in posted:
+                continue
+            posted.add(transition.reason)
+            self.post(body, transition.reason, transition.message, warning=is_warning(transition.reason))
 
     def post(self, body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+        """Create one event on the job; an API or connection failure is logged, not raised."""
         metadata = body["metadata"]
         stamp = now_iso()
         event = {
@@ -62,6 +84,7 @@ class EventRecorder:
         }  # fmt: skip
         try:
             self._core.create_namespaced_event(metadata["namespace"], event)
-        except ApiException as error:
+        except (ApiException, HTTPError) as error:
             # An event is a courtesy; losing one must not fail the reconciliation.
-            logger.warning("could not post event %s on %s/%s: %s %s", reason, metadata["namespace"], metadata["name"], error.status, error.reason)
+            detail = f"{error.status} {error.reason}" if isinstance(error, ApiException) else f"{type(error).__name__}: {error}"
+            logger.warning("could not post event %s: %s", reason, detail, extra={"job": f"{metadata['namespace']}/{metadata['name']}", "reason": reason})

@@ -8,6 +8,7 @@ caches; it writes only when something must change.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -24,11 +25,12 @@ from kubeclip.builders.naming import JOB_UID_LABEL, dataset_secret_copy_name, ou
 from kubeclip.builders.workload import WorkloadRequest, build_secret_copy, build_workload
 from kubeclip.operator import applier, pods as pod_info
 from kubeclip.operator.clusters import ClusterConnection, ClusterRegistry
-from kubeclip.operator.events import EventRecorder
+from kubeclip.operator.conditions import Transition
+from kubeclip.operator.events import EventRecorder, is_warning
 from kubeclip.operator.metrics import OperatorMetrics
 from kubeclip.operator.problems import Problem
 from kubeclip.operator.progress import read_report
-from kubeclip.operator.resolution import VERSION, Lookups, ResolvedJob, resolve
+from kubeclip.operator.resolution import VERSION, Lookups, ResolvedJob, resolve, resolve_placement
 from kubeclip.operator.settings import OperatorSettings
 from kubeclip.operator.status_builder import TERMINAL_PHASES, Observation, StatusUpdate, build_status, problem_status
 
@@ -39,12 +41,16 @@ GPU_TYPE_LABEL = "kubeclip.dev/gpu-type"
 
 @dataclass(frozen=True)
 class PassResult:
+    """The outcome of one pass, for the daemon that runs the passes."""
+
     phase: str
     #: False once the job is finished: nothing about it will change any more.
     keep_watching: bool
 
 
 class Reconciler:
+    """Runs the passes of every job; one instance per operator process, shared by the worker threads."""
+
     def __init__(self, home_client: client.ApiClient, settings: OperatorSettings, registry: ClusterRegistry, events: EventRecorder, metrics: OperatorMetrics) -> None:
         self._home = home_client
         self._settings = settings
@@ -54,12 +60,19 @@ class Reconciler:
         self._lookups = Lookups()
         self._capacity_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # The status each job got from its latest write, by job UID, with the resourceVersion the write returned.
+        self._written: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._written_guard = threading.Lock()
 
     def reconcile(self, body: dict[str, Any]) -> PassResult:
-        """Run one pass; ApiExceptions other than the ones that name a problem propagate for a retry."""
+        """Run one pass.
+
+        Raises:
+            ApiException: an API call failed for another reason than those that name a Problem; the caller retries.
+        """
         started = time.monotonic()
         metadata = body["metadata"]
-        previous = body.get("status") or {}
+        previous = self._previous_status(body)
         generation = int(metadata.get("generation", 1))
         if previous.get("phase") in TERMINAL_PHASES and previous.get("observedGeneration") == generation:
             return PassResult(previous["phase"], keep_watching=False)
@@ -75,23 +88,55 @@ class Reconciler:
                 self._metrics.errors.labels(problem.reason.value).inc()
             update = problem_status(previous, problem, generation)
         self._write_status(body, previous, update)
+        _log_transitions(body, update.transitions)
         self._events.transitions(body, update.transitions)
         self._record_metrics(metadata, update, gpu_type)
         self._metrics.duration.observe(time.monotonic() - started)
         return PassResult(update.phase, keep_watching=update.phase not in TERMINAL_PHASES)
 
     def cleanup(self, body: dict[str, Any]) -> list[str]:
-        """Delete the job's trainer objects wherever they are; return the pods still terminating."""
+        """Delete the job's trainer objects wherever they are; return the pods still terminating.
+
+        Raises:
+            ApiException: a deletion failed; the caller retries.
+        """
         metadata = body["metadata"]
         self._metrics.forget(metadata["uid"])
+        with self._written_guard:
+            self._written.pop(metadata["uid"], None)
         try:
-            resolved = resolve(body, self._home, self._settings.default_cluster)
-            connection = self._registry.connect(resolved.cluster_name, resolved.cluster)
+            placement = resolve_placement(body, self._home, self._settings.default_cluster)
+            connection = self._registry.connect(placement.cluster_name, placement.cluster)
         except Problem as problem:
-            logger.warning("job %s/%s: cannot reach its cluster to delete the trainer (%s); deleting the job anyway", metadata["namespace"], metadata["name"], problem.message)
+            logger.warning(
+                "trainer objects not deleted, because the job's cluster cannot be found or reached; deleting the job anyway: %s",
+                problem.message,
+                extra={"job": _reference(body), "reason": problem.reason.value},
+            )
             return []
-        applier.delete_objects(connection, resolved.namespace, resolved.workload, include_secrets=resolved.is_remote)
-        return applier.remaining_pods(connection, resolved.namespace, resolved.uid)
+        applier.delete_objects(connection, placement.namespace, placement.workload, include_secrets=placement.is_remote)
+        return applier.remaining_pods(connection, placement.namespace, placement.uid)
+
+    def _previous_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Return the job's status as of the latest write, also when ``body`` does not show that write yet.
+
+        Kopf updates a daemon's body when the watch event of a change arrives, and an
+        informer may wake the daemon before that. Building on the older status would
+        post every transition of the last pass a second time and move lastTransitionTime.
+        """
+        uid = body["metadata"]["uid"]
+        stored = body.get("status") or {}
+        with self._written_guard:
+            entry = self._written.get(uid)
+            if entry is None:
+                return stored
+            version, written = entry
+            body_version = _integer_version(body)
+            if body_version is None or body_version >= version:
+                # The body shows this write or a later one; from now on it is the truth.
+                del self._written[uid]
+                return stored
+            return written
 
     def _observe_and_act(self, body: dict[str, Any], resolved: ResolvedJob, connection: ClusterConnection) -> Observation:
         job = connection.jobs.get(resolved.namespace, resolved.workload)
@@ -104,26 +149,33 @@ class Reconciler:
             )
         suspend = resolved.job.spec.suspend
         if job is None:
-            waiting = self._capacity_wait(resolved, connection)
-            if waiting:
-                return Observation(None, waiting_for_capacity=waiting)
-            job = self._create(body, resolved, connection)
+            # The count of active trainers and the creation form one step, or two jobs could both take the last place.
+            with self._capacity_guard(resolved, connection):
+                waiting = self._capacity_wait(resolved, connection)
+                if waiting:
+                    return Observation(None, waiting_for_capacity=waiting)
+                job = self._create(body, resolved, connection)
         elif bool((job.get("spec") or {}).get("suspend")) != suspend and not _finished(job):
             job = applier.set_suspend(connection, job, suspend)
+            logger.info("trainer Job %s", "suspended" if suspend else "resumed", extra={"job": _reference(body), "workload": _workload(resolved)})
         configmap = connection.configmaps.get(resolved.namespace, progress_configmap_name(resolved.workload))
         return Observation(job, connection.pods_of(resolved.uid), read_report(configmap))
 
     def _create(self, body: dict[str, Any], resolved: ResolvedJob, connection: ClusterConnection) -> dict[str, Any] | None:
-        secrets = self._secret_names(resolved, connection)
+        secrets = self._secret_names(resolved)
         try:
             objects = build_workload(self._request(body, resolved, secrets))
         except ValueError as error:
             raise Problem(ConditionReason.INVALID_SPEC, str(error), retry=False) from None
+        copies = self._secret_copies(resolved, secrets)
         for item in objects:
             if item["kind"] == "Job":
                 item["metadata"].setdefault("labels", {})[GPU_TYPE_LABEL] = resolved.gpu_type
-        copies = self._secret_copies(resolved, secrets)
-        return applier.apply_objects(connection, [*copies, *objects], resolved.uid)
+        job = applier.apply_objects(connection, [*copies, *objects], resolved.uid)
+        logger.info(
+            "trainer Job created", extra={"job": _reference(body), "cluster": resolved.cluster_name, "workload": _workload(resolved)}
+        )
+        return job
 
     def _request(self, body: dict[str, Any], resolved: ResolvedJob, secrets: dict[str, str]) -> WorkloadRequest:
         return WorkloadRequest(
@@ -141,7 +193,8 @@ class Reconciler:
             node_lost_toleration_seconds=self._settings.node_lost_toleration_seconds,
         )
 
-    def _secret_names(self, resolved: ResolvedJob, connection: ClusterConnection) -> dict[str, str]:
+    def _secret_names(self, resolved: ResolvedJob) -> dict[str, str]:
+        """Name the Secret the trainer pod reads for each role: the job's own, or its copy in a BringYourOwn cluster."""
         spec = resolved.job.spec
         names = {}
         for role, reference in (("dataset", spec.dataset.source.secret_ref), ("output", spec.output.secret_ref)):
@@ -151,7 +204,11 @@ class Reconciler:
         return names
 
     def _secret_copies(self, resolved: ResolvedJob, names: dict[str, str]) -> list[dict[str, Any]]:
-        """For a BringYourOwn cluster, copies of the job's credential Secrets, which the remote cluster cannot read."""
+        """Build copies of the job's credential Secrets for a BringYourOwn cluster, which cannot read the home cluster's.
+
+        Raises:
+            Problem: a Secret cannot be copied; the message from ``build_secret_copy`` explains why.
+        """
         if not resolved.is_remote:
             return []
         spec = resolved.job.spec
@@ -162,10 +219,15 @@ class Reconciler:
             if reference is None:
                 continue
             source = json.loads(core.read_namespaced_secret(reference.name, resolved.job.metadata.namespace, _preload_content=False).data)
-            copies.append(build_secret_copy(source, name=names[role], namespace=resolved.namespace, labels=labels))
+            try:
+                copies.append(build_secret_copy(source, name=names[role], namespace=resolved.namespace, labels=labels))
+            except ValueError as error:
+                # The fix is in the Secret, not in the job, so the job waits as it does for a missing Secret.
+                raise Problem(ConditionReason.INVALID_SPEC, str(error), retry=True) from None
         return copies
 
     def _owner_reference(self, body: dict[str, Any], resolved: ResolvedJob) -> dict[str, Any] | None:
+        # An owner reference works only inside one namespace of one cluster.
         if resolved.is_remote or resolved.namespace != resolved.job.metadata.namespace:
             return None
         return {
@@ -173,25 +235,27 @@ class Reconciler:
             "uid": resolved.uid, "controller": True, "blockOwnerDeletion": True,
         }  # fmt: skip
 
+    def _capacity_guard(self, resolved: ResolvedJob, connection: ClusterConnection) -> contextlib.AbstractContextManager[Any]:
+        """Return the lock of the job's GPU pool when the pool has a capacity, else a no-op."""
+        if resolved.pool.capacity is None:
+            return contextlib.nullcontext()
+        key = f"{connection.key}/{resolved.gpu_type}"
+        with self._locks_guard:
+            return self._capacity_locks.setdefault(key, threading.Lock())
+
     def _capacity_wait(self, resolved: ResolvedJob, connection: ClusterConnection) -> str | None:
-        """A message when the pool already runs its capacity of trainers, else None."""
+        """Return a message when the pool already runs its capacity of trainers, else None; the caller holds the pool's lock."""
         capacity = resolved.pool.capacity
         if capacity is None:
             return None
-        lock = self._lock_for(f"{connection.key}/{resolved.gpu_type}")
-        with lock:
-            active = connection.jobs.select(
-                lambda job: (job["metadata"].get("labels") or {}).get(GPU_TYPE_LABEL) == resolved.gpu_type
-                and not _finished(job)
-                and not (job.get("spec") or {}).get("suspend")
-            )
-            if len(active) >= capacity:
-                return f"GPU pool {resolved.gpu_type} of cluster {resolved.cluster_name} runs {len(active)} trainers, its capacity; the job starts when one finishes"
-        return None
-
-    def _lock_for(self, key: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._capacity_locks.setdefault(key, threading.Lock())
+        active = connection.jobs.select(
+            lambda job: (job["metadata"].get("labels") or {}).get(GPU_TYPE_LABEL) == resolved.gpu_type
+            and not _finished(job)
+            and not (job.get("spec") or {}).get("suspend")
+        )
+        if len(active) < capacity:
+            return None
+        return f"GPU pool {resolved.gpu_type} of cluster {resolved.cluster_name} runs {len(active)} trainers, its capacity; the job starts when one finishes"
 
     def _write_status(self, body: dict[str, Any], previous: dict[str, Any], update: StatusUpdate) -> None:
         # The API server drops null fields, so a status with None values would never equal the stored one.
@@ -202,12 +266,18 @@ class Reconciler:
         # Fields that the new status no longer has are removed explicitly: a merge patch keeps what it does not mention.
         patch = {"status": {**{key: None for key in previous if key not in status}, **status}}
         try:
-            client.CustomObjectsApi(self._home).patch_namespaced_custom_object_status(
+            written = client.CustomObjectsApi(self._home).patch_namespaced_custom_object_status(
                 API_GROUP, VERSION, metadata["namespace"], "cliptrainingjobs", metadata["name"], patch
             )
         except ApiException as error:
             if error.status != 404:
                 raise
+            logger.debug("job deleted before its status was written", extra={"job": _reference(body)})
+            return
+        version = _integer_version(written)
+        if version is not None:
+            with self._written_guard:
+                self._written[metadata["uid"]] = (version, written.get("status") or {})
 
     def _record_metrics(self, metadata: dict[str, Any], update: StatusUpdate, gpu_type: str) -> None:
         self._metrics.record_phase(metadata["uid"], update.phase, gpu_type)
@@ -217,8 +287,38 @@ class Reconciler:
                 self._metrics.record_scheduled(metadata["uid"], gpu_type, metadata.get("creationTimestamp", ""), scheduled["lastTransitionTime"])
 
 
+def _log_transitions(body: dict[str, Any], transitions: list[Transition]) -> None:
+    """Log each condition transition once, at ERROR for a failed job, WARNING for a problem the user can fix, else INFO."""
+    for transition in transitions:
+        if transition.type == ConditionType.FAILED and transition.status == ConditionStatus.TRUE:
+            level = logging.ERROR
+        elif is_warning(transition.reason):
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        extra = {"job": _reference(body), "condition": transition.type.value, "status": transition.status.value, "reason": transition.reason}
+        logger.log(level, "%s is %s (%s): %s", transition.type.value, transition.status.value, transition.reason, transition.message, extra=extra)
+
+
+def _reference(body: dict[str, Any]) -> str:
+    metadata = body["metadata"]
+    return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+
+
+def _workload(resolved: ResolvedJob) -> str:
+    return f"{resolved.namespace}/{resolved.workload}"
+
+
 def _finished(job: dict[str, Any]) -> bool:
     return any(pod_info.job_condition(job, kind) for kind in ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"))
+
+
+def _integer_version(item: dict[str, Any]) -> int | None:
+    """Return the object's resourceVersion as etcd's integer revision, or None when it is not one."""
+    try:
+        return int((item.get("metadata") or {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _without_none(value: Any) -> Any:

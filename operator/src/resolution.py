@@ -7,6 +7,7 @@ waiting, because creating the ClipDataset, ClipCluster or Secret later is the us
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -22,18 +23,23 @@ from kubeclip.api.job import API_GROUP, ClipDatasetSpec, ClipTrainingJob, Infras
 from kubeclip.api.loading import format_validation_error
 from kubeclip.api.recommendations import ResolvedSettings, resolve_settings
 from kubeclip.api.status import ConditionReason
-from kubeclip.builders.naming import workload_name
 from kubeclip.builders.locations import trainer_output
+from kubeclip.builders.naming import workload_name
+from kubeclip.operator.clusters import DEFAULT_REMOTE_NAMESPACE
 from kubeclip.operator.problems import Problem
 
 VERSION = "v1alpha1"
 #: Seconds a found ClipCluster, ClipDataset or Secret is remembered. Only found objects are
 #: remembered, so a job that waits for a missing one sees it on its next pass.
 LOOKUP_TTL_SECONDS = 15.0
+_OUTPUT_FORMS = "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or pvc://CLAIM/PATH"
 
 
 class Lookups:
-    """Remembers objects that were found, for a short time, so each pass of each job does not read them again."""
+    """Cache of objects that were found, kept for ``ttl`` seconds so each pass of each job does not read them again.
+
+    A ``load`` that raises stores nothing, so a missing object is looked up again on the next call.
+    """
 
     def __init__(self, ttl: float = LOOKUP_TTL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl
@@ -42,6 +48,7 @@ class Lookups:
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
+        """Return the value cached under ``key``, or call ``load`` and cache what it returns."""
         now = self._clock()
         with self._lock:
             entry = self._entries.get(key)
@@ -49,9 +56,10 @@ class Lookups:
             return entry[1]
         value = load()
         with self._lock:
+            # Expired entries are dropped here, so objects that jobs stopped naming do not pile up.
+            self._entries = {cached: item for cached, item in self._entries.items() if item[0] > now}
             self._entries[key] = (now + self._ttl, value)
         return value
-_OUTPUT_FORMS = "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or pvc://CLAIM/PATH"
 
 
 @dataclass(frozen=True)
@@ -99,27 +107,19 @@ def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster:
 
     Raises:
         Problem: a setting is invalid, or a referenced object does not exist.
+        ApiException: the home API server failed to return an object for another reason than 404.
     """
     lookups = lookups or Lookups(ttl=0.0)
     job = _with_dataset_source(parse_body(body), api_client, lookups)
     _check_output(job)
     metadata = body["metadata"]
     cluster_name, cluster = _cluster_of(job, api_client, default_cluster, lookups)
-    pool = cluster.pool(job.spec.infrastructure.gpu_type)
-    if pool is None:
-        offered = ", ".join(p.gpu_type.value for p in cluster.gpu_pools)
-        raise Problem(
-            ConditionReason.GPU_TYPE_NOT_OFFERED,
-            f"ClipCluster {cluster_name} offers no {job.spec.infrastructure.gpu_type.value} GPUs (it offers {offered}); "
-            f"set spec.infrastructure.gpuType to one of them, or ask the platform team to add a pool",
-            retry=True,
-        )
+    pool = _pool_of(job, cluster_name, cluster)
     _check_secrets(job, api_client, lookups)
     try:
         settings = resolve_settings(job)
     except ValueError as error:
         raise Problem(ConditionReason.INVALID_SPEC, str(error), retry=False) from None
-    namespace = _target_namespace(job, cluster)
     return ResolvedJob(
         job=job,
         uid=metadata["uid"],
@@ -129,7 +129,44 @@ def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster:
         cluster_name=cluster_name,
         cluster=cluster,
         pool=pool,
-        namespace=namespace,
+        namespace=_target_namespace(job, cluster),
+        workload=workload_name(job.metadata.namespace, job.metadata.name),
+    )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The location of a job's trainer objects: the cluster, the namespace in it and the workload name."""
+
+    uid: str
+    cluster_name: str
+    cluster: ClipClusterSpec
+    #: Namespace of the trainer objects in the target cluster.
+    namespace: str
+    workload: str
+
+    @property
+    def is_remote(self) -> bool:
+        return self.cluster.type == InfrastructureType.BRING_YOUR_OWN
+
+
+def resolve_placement(body: dict[str, Any], api_client: client.ApiClient, default_cluster: str) -> Placement:
+    """Look up only the cluster of a job, for deleting its trainer objects.
+
+    Unlike ``resolve``, this does not need the job's ClipDataset or Secrets, so the trainer
+    objects of a job are found and deleted even when those were deleted first.
+
+    Raises:
+        Problem: the job's spec is invalid or its ClipCluster does not exist.
+        ApiException: the home API server failed to return the ClipCluster for another reason than 404.
+    """
+    job = parse_body(body)
+    cluster_name, cluster = _cluster_of(job, api_client, default_cluster, Lookups(ttl=0.0))
+    return Placement(
+        uid=body["metadata"]["uid"],
+        cluster_name=cluster_name,
+        cluster=cluster,
+        namespace=_target_namespace(job, cluster),
         workload=workload_name(job.metadata.namespace, job.metadata.name),
     )
 
@@ -181,6 +218,19 @@ def _check_output(job: ClipTrainingJob) -> None:
         )
 
 
+def _pool_of(job: ClipTrainingJob, cluster_name: str, cluster: ClipClusterSpec) -> GpuPool:
+    pool = cluster.pool(job.spec.infrastructure.gpu_type)
+    if pool is None:
+        offered = ", ".join(p.gpu_type.value for p in cluster.gpu_pools)
+        raise Problem(
+            ConditionReason.GPU_TYPE_NOT_OFFERED,
+            f"ClipCluster {cluster_name} offers no {job.spec.infrastructure.gpu_type.value} GPUs (it offers {offered}); "
+            f"set spec.infrastructure.gpuType to one of them, or ask the platform team to add a pool",
+            retry=True,
+        )
+    return pool
+
+
 def _cluster_of(job: ClipTrainingJob, api_client: client.ApiClient, default_cluster: str, lookups: Lookups) -> tuple[str, ClipClusterSpec]:
     infrastructure = job.spec.infrastructure
     name = infrastructure.cluster_ref.name if infrastructure.cluster_ref else default_cluster
@@ -217,7 +267,7 @@ def _check_secrets(job: ClipTrainingJob, api_client: client.ApiClient, lookups: 
         if reference is None:
             continue
         try:
-            lookups.get(("secrets", namespace, reference.name), lambda: core.read_namespaced_secret(reference.name, namespace, _preload_content=False).status)
+            lookups.get(("secrets", namespace, reference.name), lambda name=reference.name: _secret_version(core, namespace, name))
         except ApiException as error:
             if error.status == 404:
                 raise Problem(
@@ -230,9 +280,14 @@ def _check_secrets(job: ClipTrainingJob, api_client: client.ApiClient, lookups: 
             raise
 
 
-def _target_namespace(job: ClipTrainingJob, cluster: ClipClusterSpec) -> str:
-    from kubeclip.operator.clusters import DEFAULT_REMOTE_NAMESPACE
+def _secret_version(core: client.CoreV1Api, namespace: str, name: str) -> str:
+    """Read a Secret and return only its resourceVersion, so no credential stays in the cache."""
+    response = core.read_namespaced_secret(name, namespace, _preload_content=False)
+    # Reading the body to its end returns the connection to the client's pool.
+    return json.loads(response.data)["metadata"]["resourceVersion"]
 
+
+def _target_namespace(job: ClipTrainingJob, cluster: ClipClusterSpec) -> str:
     if cluster.type == InfrastructureType.BRING_YOUR_OWN:
         return cluster.namespace or DEFAULT_REMOTE_NAMESPACE
     return cluster.namespace or job.metadata.namespace

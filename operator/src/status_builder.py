@@ -3,7 +3,8 @@
 ``build_status`` is a pure function of the previous status, the resolved job and an
 ``Observation`` (the trainer Job, its pods and its progress report), so every
 transition can be tested without a cluster. It returns the new status and the
-condition transitions, from which the operator posts events.
+condition transitions, from which the operator posts events. The reconciler is the
+only caller that writes the result.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from kubeclip.operator.progress import checkpoints_status, evaluation_status, pr
 from kubeclip.operator.resolution import ResolvedJob
 
 TERMINAL_PHASES = frozenset({JobPhase.SUCCEEDED.value, JobPhase.FAILED.value})
+#: Fields the operator keeps from pass to pass; the others are computed again in each pass.
+_CARRIED_FIELDS = (
+    "startTime", "completionTime", "nodeName", "gpuType", "progress", "evaluation", "checkpoints", "modelUri",
+    "outputUri", "failedAttempts", "workload", "resolvedSettings",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class Observation:
 
 @dataclass(frozen=True)
 class StatusUpdate:
+    """A job's new status and the condition transitions that lead to it."""
+
     status: dict[str, Any]
     transitions: list[Transition]
 
@@ -44,7 +52,7 @@ class StatusUpdate:
 
 
 def build_status(previous: dict[str, Any], resolved: ResolvedJob, observation: Observation, now: datetime | None = None) -> StatusUpdate:
-    """The status for a resolved job and its observed trainer."""
+    """Compute the status of a resolved job from its observed trainer."""
     stamp = now_iso(now)
     conditions = Conditions(previous.get("conditions"), generation=resolved.generation, now=stamp)
     status = _carried_fields(previous)
@@ -60,40 +68,43 @@ def build_status(previous: dict[str, Any], resolved: ResolvedJob, observation: O
     else:
         status["workload"] = _workload_reference(resolved, observation)
         status["failedAttempts"] = int((observation.job.get("status") or {}).get("failed") or 0)
-        _from_workload(conditions, status, resolved, observation, stamp, previous)
+        _from_workload(conditions, status, resolved, observation, stamp)
     status["conditions"] = conditions.to_list()
     status["phase"] = conditions.phase(observation.job is not None).value
-    if status["phase"] in TERMINAL_PHASES and not status.get("completionTime"):
-        status["completionTime"] = stamp
+    _set_completion_time(status, stamp)
     return StatusUpdate(status, conditions.transitions)
 
 
 def problem_status(previous: dict[str, Any], problem: Problem, generation: int, now: datetime | None = None) -> StatusUpdate:
-    """The status of a job that cannot run: failed for a permanent problem, pending otherwise."""
+    """Compute the status of a job that cannot run: failed for a permanent problem, pending otherwise.
+
+    When the target cluster cannot be reached under a trainer that was scheduled or
+    running, only the operator's view of it is lost: Running becomes Unknown and the phase stays.
+    """
     stamp = now_iso(now)
     conditions = Conditions(previous.get("conditions"), generation=generation, now=stamp)
     status = _carried_fields(previous)
     status["observedGeneration"] = generation
-    running = previous.get("phase") in (JobPhase.RUNNING.value, JobPhase.SCHEDULING.value)
-    if problem.reason == Reason.CLUSTER_UNREACHABLE and running:
-        # The trainer may still be running there; only the view of it is lost.
+    view_lost = problem.reason == Reason.CLUSTER_UNREACHABLE and previous.get("phase") in (JobPhase.RUNNING.value, JobPhase.SCHEDULING.value)
+    if view_lost:
         conditions.set(Type.RUNNING, Status.UNKNOWN, problem.reason, problem.message)
     elif problem.retry:
         conditions.set(Type.SCHEDULED, Status.FALSE, problem.reason, problem.message)
     else:
         conditions.set(Type.FAILED, Status.TRUE, problem.reason, problem.message)
     status["conditions"] = conditions.to_list()
-    status["phase"] = previous["phase"] if problem.reason == Reason.CLUSTER_UNREACHABLE and running else conditions.phase(bool(previous.get("workload"))).value
-    if status["phase"] in TERMINAL_PHASES and not status.get("completionTime"):
-        status["completionTime"] = stamp
+    status["phase"] = previous["phase"] if view_lost else conditions.phase(bool(previous.get("workload"))).value
+    _set_completion_time(status, stamp)
     return StatusUpdate(status, conditions.transitions)
 
 
 def _carried_fields(previous: dict[str, Any]) -> dict[str, Any]:
-    # Fields the operator keeps from pass to pass; the rest is recomputed.
-    keep = ("startTime", "completionTime", "nodeName", "gpuType", "progress", "evaluation", "checkpoints", "modelUri",
-            "outputUri", "failedAttempts", "workload", "resolvedSettings")  # fmt: skip
-    return {key: previous[key] for key in keep if key in previous}
+    return {key: previous[key] for key in _CARRIED_FIELDS if key in previous}
+
+
+def _set_completion_time(status: dict[str, Any], stamp: str) -> None:
+    if status["phase"] in TERMINAL_PHASES and not status.get("completionTime"):
+        status["completionTime"] = stamp
 
 
 def _copy_report(status: dict[str, Any], report: dict[str, Any] | None) -> None:
@@ -107,85 +118,120 @@ def _copy_report(status: dict[str, Any], report: dict[str, Any] | None) -> None:
         status["evaluation"] = evaluation
     if "checkpoints" in report:
         status["checkpoints"] = checkpoints_status(report)
-    if report.get("modelUri"):
-        status["modelUri"] = str(report["modelUri"])
+    if isinstance(report.get("modelUri"), str) and report["modelUri"]:
+        status["modelUri"] = report["modelUri"]
 
 
 def _no_workload(conditions: Conditions, resolved: ResolvedJob, observation: Observation) -> None:
     if observation.waiting_for_capacity:
         conditions.set(Type.SCHEDULED, Status.FALSE, Reason.WAITING_FOR_CAPACITY, observation.waiting_for_capacity)
     else:
-        conditions.set(Type.SCHEDULED, Status.FALSE, Reason.WAITING_FOR_SCHEDULER, f"creating trainer Job {resolved.namespace}/{resolved.workload} in cluster {resolved.cluster_name}")
+        message = f"creating trainer Job {resolved.namespace}/{resolved.workload} in cluster {resolved.cluster_name}"
+        conditions.set(Type.SCHEDULED, Status.FALSE, Reason.WAITING_FOR_SCHEDULER, message)
 
 
 def _workload_reference(resolved: ResolvedJob, observation: Observation) -> dict[str, Any]:
     reference = {"cluster": resolved.cluster_name, "namespace": resolved.namespace, "jobName": resolved.workload}
-    pod = pod_info.current_pod(observation.pods) or (pod_info.by_creation(observation.pods)[-1] if observation.pods else None)
+    pod = pod_info.current_pod(observation.pods) or pod_info.newest_pod(observation.pods)
     if pod is not None:
         reference["podName"] = pod["metadata"]["name"]
     return reference
 
 
-def _from_workload(conditions: Conditions, status: dict[str, Any], resolved: ResolvedJob, observation: Observation, stamp: str, previous: dict[str, Any]) -> None:
+def _from_workload(conditions: Conditions, status: dict[str, Any], resolved: ResolvedJob, observation: Observation, stamp: str) -> None:
     job, pods, report = observation.job, observation.pods, observation.report or {}
     trainer_error = report.get("error") if isinstance(report.get("error"), dict) else None
+
+    # A finished Job decides the outcome, whatever its pods still show.
     if pod_info.job_condition(job, "Complete") or pod_info.job_condition(job, "SuccessCriteriaMet"):
-        where = status.get("modelUri") or resolved.job.spec.output.storage_uri
-        conditions.set(Type.SUCCEEDED, Status.TRUE, Reason.TRAINING_COMPLETED, f"training finished; the final model is at {where}")
-        conditions.clear(Type.RUNNING, Reason.TRAINING_COMPLETED, "the trainer finished")
+        _job_succeeded(conditions, status, resolved)
         return
     failed = pod_info.job_condition(job, "Failed") or pod_info.job_condition(job, "FailureTarget")
     if failed:
         _job_failed(conditions, failed, pods, trainer_error)
         return
+
+    # Suspension comes next, because the Job controller deletes the pod of a suspended Job.
     if (job.get("spec") or {}).get("suspend"):
-        kept = len(status.get("checkpoints") or [])
-        conditions.set(Type.SUSPENDED, Status.TRUE, Reason.SUSPENDED_BY_USER, f"spec.suspend is true: the trainer is stopped and {kept} checkpoint(s) are kept; set it to false to resume")
-        conditions.clear(Type.RUNNING, Reason.SUSPENDED_BY_USER, "the job is suspended")
-        conditions.clear(Type.SCHEDULED, Reason.SUSPENDED_BY_USER, "the trainer pod was removed while the job is suspended")
+        _job_suspended(conditions, status)
         return
     conditions.clear(Type.SUSPENDED, Reason.RESUMED, "spec.suspend is false; the trainer resumes from the newest checkpoint")
+
+    # Otherwise the current pod shows where the trainer is.
     pod = pod_info.current_pod(pods)
     if pod is None:
-        _between_attempts(conditions, status, pods, trainer_error, previous)
-        return
-    _pod_state(conditions, status, resolved, pod, report, stamp)
+        _between_attempts(conditions, status, pods, trainer_error)
+    elif _scheduling_state(conditions, status, resolved, pod):
+        _pod_state(conditions, status, pod, report, stamp)
+
+
+def _job_succeeded(conditions: Conditions, status: dict[str, Any], resolved: ResolvedJob) -> None:
+    where = status.get("modelUri") or resolved.job.spec.output.storage_uri
+    conditions.set(Type.SUCCEEDED, Status.TRUE, Reason.TRAINING_COMPLETED, f"training finished; the final model is at {where}")
+    conditions.clear(Type.RUNNING, Reason.TRAINING_COMPLETED, "the trainer finished")
 
 
 def _job_failed(conditions: Conditions, failed: dict[str, Any], pods: list[dict[str, Any]], trainer_error: dict[str, Any] | None) -> None:
     detail = pod_info.describe_failure(pod_info.last_failed_pod(pods), trainer_error)
     if failed.get("reason") == "PodFailurePolicy":
-        reason, message = Reason.CONFIGURATION_ERROR, f"the trainer stopped on an error that a retry cannot fix: {detail}; fix the job or its data and create it again"
+        reason = Reason.CONFIGURATION_ERROR
+        message = f"the trainer stopped on an error that a retry cannot fix: {detail}; fix the job or its data and create it again"
     else:
-        reason, message = Reason.BACKOFF_LIMIT_EXCEEDED, f"the trainer failed more often than spec.backoffLimit allows; last failure: {detail}"
+        reason = Reason.BACKOFF_LIMIT_EXCEEDED
+        message = f"the trainer failed more often than spec.backoffLimit allows; last failure: {detail}"
     conditions.set(Type.FAILED, Status.TRUE, reason, message)
     conditions.clear(Type.RUNNING, reason, "the trainer stopped")
 
 
-def _between_attempts(conditions: Conditions, status: dict[str, Any], pods: list[dict[str, Any]], trainer_error: dict[str, Any] | None, previous: dict[str, Any]) -> None:
+def _job_suspended(conditions: Conditions, status: dict[str, Any]) -> None:
+    checkpoint_count = len(status.get("checkpoints") or [])
+    message = f"spec.suspend is true: the trainer is stopped and {checkpoint_count} checkpoint(s) are kept; set it to false to resume"
+    conditions.set(Type.SUSPENDED, Status.TRUE, Reason.SUSPENDED_BY_USER, message)
+    conditions.clear(Type.RUNNING, Reason.SUSPENDED_BY_USER, "the job is suspended")
+    conditions.clear(Type.SCHEDULED, Reason.SUSPENDED_BY_USER, "the trainer pod was removed while the job is suspended")
+
+
+def _between_attempts(conditions: Conditions, status: dict[str, Any], pods: list[dict[str, Any]], trainer_error: dict[str, Any] | None) -> None:
+    """Set the conditions while the trainer Job has no live pod: before the first, between two attempts, or just after the last."""
     attempts = status.get("failedAttempts", 0)
-    if attempts:
-        detail = pod_info.describe_failure(pod_info.last_failed_pod(pods), trainer_error)
-        newest = (status.get("checkpoints") or [{}])[-1].get("name", "the start")
-        conditions.set(Type.RUNNING, Status.FALSE, Reason.RETRYING, f"attempt {attempts} failed: {detail}; the next attempt starts after a backoff and resumes from {newest}")
-    elif not conditions.is_true(Type.SCHEDULED):
+    newest = pod_info.newest_pod(pods)
+    checkpoint = (status.get("checkpoints") or [{}])[-1].get("name", "the start")
+    failed = newest is not None and pod_info.phase(newest) == "Failed"
+    if failed and pod_info.is_disrupted(newest):
+        detail = pod_info.describe_failure(newest, trainer_error)
+        message = f"{detail}; this does not count against spec.backoffLimit, and a new pod resumes from {checkpoint}"
+        conditions.set(Type.RUNNING, Status.FALSE, Reason.RETRYING, message)
+    elif attempts and (failed or newest is None):
+        # A pod that failed before the Job controller counted it is left to the next pass,
+        # which reads the new count or the Job's Failed condition.
+        detail = pod_info.describe_failure(newest, trainer_error)
+        message = f"attempt {attempts} failed: {detail}; the next attempt starts after a backoff and resumes from {checkpoint}"
+        conditions.set(Type.RUNNING, Status.FALSE, Reason.RETRYING, message)
+    elif newest is None and not conditions.is_true(Type.SCHEDULED):
         conditions.set(Type.SCHEDULED, Status.FALSE, Reason.WAITING_FOR_SCHEDULER, "the trainer Job exists; waiting for its pod")
 
 
-def _pod_state(conditions: Conditions, status: dict[str, Any], resolved: ResolvedJob, pod: dict[str, Any], report: dict[str, Any], stamp: str) -> None:
+def _scheduling_state(conditions: Conditions, status: dict[str, Any], resolved: ResolvedJob, pod: dict[str, Any]) -> bool:
+    """Set Scheduled from the pod; return whether the pod is on a node."""
     name = pod["metadata"]["name"]
     node = (pod.get("spec") or {}).get("nodeName")
     if node:
         status["nodeName"] = node
         conditions.set(Type.SCHEDULED, Status.TRUE, Reason.POD_SCHEDULED, f"pod {name} runs on node {node} ({resolved.gpu_type})")
+        return True
+    blocked = pod_info.unschedulable_message(pod)
+    if blocked:
+        pool = ", ".join(f"{key}={value}" for key, value in resolved.pool.node_selector.items())
+        message = f"no node can take the trainer pod {name}: {blocked} (GPU pool {resolved.gpu_type}: {pool})"
+        conditions.set(Type.SCHEDULED, Status.FALSE, Reason.UNSCHEDULABLE, message)
     else:
-        blocked = pod_info.unschedulable_message(pod)
-        if blocked:
-            pool = ", ".join(f"{key}={value}" for key, value in resolved.pool.node_selector.items())
-            conditions.set(Type.SCHEDULED, Status.FALSE, Reason.UNSCHEDULABLE, f"no node can take the trainer pod {name}: {blocked} (GPU pool {resolved.gpu_type}: {pool})")
-        else:
-            conditions.set(Type.SCHEDULED, Status.FALSE, Reason.WAITING_FOR_SCHEDULER, f"pod {name} waits for the scheduler")
-        return
+        conditions.set(Type.SCHEDULED, Status.FALSE, Reason.WAITING_FOR_SCHEDULER, f"pod {name} waits for the scheduler")
+    return False
+
+
+def _pod_state(conditions: Conditions, status: dict[str, Any], pod: dict[str, Any], report: dict[str, Any], stamp: str) -> None:
+    """Set Running from a pod that is on a node and from the trainer's report."""
+    name = pod["metadata"]["name"]
     pull = pod_info.image_pull_problem(pod)
     if pull:
         conditions.set(Type.RUNNING, Status.FALSE, Reason.IMAGE_PULL_FAILED, f"{pull}; check the operator's --trainer-image and the registry credentials")
@@ -198,5 +244,8 @@ def _pod_state(conditions: Conditions, status: dict[str, Any], resolved: Resolve
         progress = status.get("progress") or {}
         where = f"step {progress.get('step', 0)} of {progress.get('totalSteps', '?')}"
         conditions.set(Type.RUNNING, Status.TRUE, Reason.TRAINER_RUNNING, f"the trainer in pod {name} is training ({where} at its latest report)")
-    elif not conditions.is_true(Type.RUNNING) or (conditions.get(Type.RUNNING) or {}).get("message", "").find(name) < 0:
+        return
+    # Running stays True for this pod between reports; a new pod starts from False.
+    running = conditions.get(Type.RUNNING)
+    if not conditions.is_true(Type.RUNNING) or name not in running["message"]:
         conditions.set(Type.RUNNING, Status.FALSE, Reason.TRAINER_STARTING, f"pod {name} runs; the trainer is loading the data and model")

@@ -185,3 +185,59 @@ def test_image_pull_error_is_reported(resolved: ResolvedJob) -> None:
     assert running["reason"] == ConditionReason.IMAGE_PULL_FAILED.value
     assert "kubeclip:typo" in running["message"] and "--trainer-image" in running["message"]
     assert update.transitions[-1].reason == ConditionReason.IMAGE_PULL_FAILED.value
+
+
+def test_evicted_pod_retries_without_counting(resolved: ResolvedJob) -> None:
+    running = build_status({}, resolved, Observation(trainer_job(), [pod("w-1", phase="Running", node="n")], report(state="Running", pod="w-1", step=3)), T0)
+    evicted = pod("w-1", phase="Failed", node="n", reason="Evicted", message="The node was low on resource: memory.")
+    progress = report(state="Running", pod="w-1", step=3, checkpoints=[{"name": "checkpoint-2", "step": 2}])
+    update = build_status(running.status, resolved, Observation(trainer_job(), [evicted], progress), T0 + timedelta(minutes=1))
+    running_condition = condition(valid(update.status), "Running")
+    assert running_condition["status"] == "False"
+    assert running_condition["reason"] == ConditionReason.RETRYING.value
+    assert "was evicted: The node was low on resource: memory." in running_condition["message"]
+    assert "does not count against spec.backoffLimit" in running_condition["message"]
+    assert "checkpoint-2" in running_condition["message"]
+    assert update.status["failedAttempts"] == 0
+    assert update.phase == JobPhase.SCHEDULING.value
+
+
+def test_succeeded_pod_before_job_completes_is_no_retry(resolved: ResolvedJob) -> None:
+    failed_pod = pod("w-1", phase="Failed", node="n", created="2026-12-04T10:00:00Z", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
+    done_pod = pod("w-2", phase="Succeeded", node="n", created="2026-12-04T10:05:00Z")
+    running = build_status({}, resolved, Observation(trainer_job(failed=1), [failed_pod, pod("w-2", phase="Running", node="n", created="2026-12-04T10:05:00Z")],
+                                                    report(state="Running", pod="w-2", step=9)), T0)  # fmt: skip
+    update = build_status(running.status, resolved, Observation(trainer_job(failed=1), [failed_pod, done_pod], report(state="Succeeded", pod="w-2", step=10)), T0)
+    assert update.transitions == []
+    assert update.phase == JobPhase.RUNNING.value
+
+
+def test_uncounted_failure_waits_for_job_controller(resolved: ResolvedJob) -> None:
+    running = build_status({}, resolved, Observation(trainer_job(), [pod("w-1", phase="Running", node="n")], report(state="Running", pod="w-1", step=3)), T0)
+    failed_pod = pod("w-1", phase="Failed", node="n", containerStatuses=[{"state": {"terminated": {"exitCode": 3}}}])
+    update = build_status(running.status, resolved, Observation(trainer_job(), [failed_pod]), T0)
+    assert [transition.reason for transition in update.transitions] == []
+
+
+def test_replacement_pod_starts_from_false(resolved: ResolvedJob) -> None:
+    first = build_status({}, resolved, Observation(trainer_job(), [pod("w-1", phase="Running", node="n")], report(state="Running", pod="w-1", step=3)), T0)
+    update = build_status(first.status, resolved, Observation(trainer_job(), [pod("w-2", phase="Running", node="n")], report(state="Running", pod="w-1", step=3)), T0)
+    assert condition(update.status, "Running")["reason"] == ConditionReason.TRAINER_STARTING.value
+    assert update.status["workload"]["podName"] == "w-2"
+
+
+def test_bad_report_values_keep_status_valid(resolved: ResolvedJob) -> None:
+    progress = report(state="Running", pod="w-1", step=-4, totalSteps="many", loss="low", updatedTime="now", modelUri=7,
+                      evaluation={"loss": None, "imageToTextRecallAt1": "best"}, checkpoints=[{"name": "c", "step": -1}, "checkpoint-3"])  # fmt: skip
+    update = build_status({}, resolved, Observation(trainer_job(), [pod("w-1", phase="Running", node="n")], progress), T0)
+    status = valid(update.status)
+    assert "progress" not in status
+    assert "evaluation" not in status
+    assert "modelUri" not in status
+    assert status["checkpoints"] == []
+    assert condition(status, "Running")["reason"] == ConditionReason.TRAINER_RUNNING.value
+
+
+def test_transitions_of_first_pass_once_per_type(resolved: ResolvedJob) -> None:
+    update = build_status({}, resolved, Observation(trainer_job(), [pod("w-1", phase="Running", node="n")], report(state="Running", pod="w-1", step=1)), T0)
+    assert [(transition.type.value, transition.reason) for transition in update.transitions] == [("Scheduled", "PodScheduled"), ("Running", "TrainerRunning")]
