@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from kubeclip.operator.settings import OperatorSettings
@@ -48,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
     except ValueError as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 2
     return run_operator(settings, args.kubeconfig)

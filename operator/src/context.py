@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubernetes import client
 
@@ -29,6 +30,8 @@ class OperatorContext:
     registry: ClusterRegistry
     reconciler: Reconciler
     executor: ThreadPoolExecutor
+    #: Tasks started at startup, such as the ClipCluster probe loop; cancelled by ``close``.
+    background_tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: OperatorSettings, home_client: client.ApiClient, metrics: OperatorMetrics | None = None) -> OperatorContext:
@@ -47,6 +50,8 @@ class OperatorContext:
 
         The executor is the event loop's default one, and ``asyncio.run`` shuts it down.
         """
+        for task in self.background_tasks:
+            task.cancel()
         self.registry.stop()
         # Closing twice is harmless, and the home connection may already have closed it.
         self.home_client.close()

@@ -61,6 +61,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 60
     settings.execution.max_workers = WORKER_THREADS
     asyncio.get_running_loop().set_default_executor(context.executor)
+    context.background_tasks.append(asyncio.get_running_loop().create_task(probe_clusters_forever(context)))
 
 
 @kopf.on.login(registry=registry)
@@ -173,11 +174,27 @@ def forget_deleted_cluster(event: kopf.RawEvent, name: str, memo: kopf.Memo, **_
         memo.context.registry.forget(name)
 
 
-@kopf.timer(API_GROUP, VERSION, "clipclusters", registry=registry, interval=PROBE_INTERVAL_SECONDS, initial_delay=PROBE_INITIAL_DELAY_SECONDS)
-async def probe_cluster(name: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    """Report in the ClipCluster's status whether the operator reaches it, so platform engineers see broken credentials early."""
-    context: OperatorContext = memo.context
-    await asyncio.to_thread(report_reachability, context, name, dict(spec), dict(status), int(meta.get("generation", 1)))
+async def probe_clusters_forever(context: OperatorContext) -> None:
+    """Report every ClipCluster's reachability every PROBE_INTERVAL_SECONDS, until the operator stops.
+
+    A loop of its own rather than a Kopf timer: Kopf puts a finalizer on every object
+    that has a timer, so deleting a ClipCluster would wait for a running operator, and
+    the operator would need write access to ClipClusters themselves.
+    """
+    await asyncio.sleep(PROBE_INITIAL_DELAY_SECONDS)
+    while True:
+        try:
+            await asyncio.to_thread(probe_all_clusters, context)
+        except Exception as error:  # noqa: BLE001 - one failed round must not end the loop
+            logger.warning("probing the ClipClusters failed: %s; trying again in %.0f s", error, PROBE_INTERVAL_SECONDS)
+        await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+
+
+def probe_all_clusters(context: OperatorContext) -> None:
+    listing = kube_client.CustomObjectsApi(context.home_client).list_cluster_custom_object(API_GROUP, VERSION, "clipclusters")
+    for item in listing.get("items", []):
+        metadata = item["metadata"]
+        report_reachability(context, metadata["name"], item.get("spec") or {}, item.get("status") or {}, int(metadata.get("generation", 1)))
 
 
 def report_reachability(context: OperatorContext, name: str, spec: dict[str, Any], status: dict[str, Any], generation: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kubeclip.api.cluster import ClipClusterSpec
 from kubeclip.api.job import API_GROUP
 from kubeclip.api.status import ConditionReason, ConditionStatus, ConditionType
 from kubeclip.builders.naming import JOB_UID_LABEL, dataset_secret_copy_name, output_secret_copy_name, progress_configmap_name, workload_labels
@@ -30,7 +31,7 @@ from kubeclip.operator.events import EventRecorder, is_warning
 from kubeclip.operator.metrics import OperatorMetrics
 from kubeclip.operator.problems import Problem
 from kubeclip.operator.progress import read_report
-from kubeclip.operator.resolution import VERSION, Lookups, ResolvedJob, resolve, resolve_placement
+from kubeclip.operator.resolution import VERSION, Lookups, ResolvedJob, resolve, resolve_references, resolve_placement
 from kubeclip.operator.settings import OperatorSettings
 from kubeclip.operator.status_builder import TERMINAL_PHASES, Observation, StatusUpdate, build_status, problem_status
 
@@ -87,6 +88,7 @@ class Reconciler:
             if problem.reason == ConditionReason.CLUSTER_UNREACHABLE:
                 self._metrics.errors.labels(problem.reason.value).inc()
             update = problem_status(previous, problem, generation)
+            self._stop_trainer_of_failed_job(body, problem)
         self._write_status(body, previous, update)
         _log_transitions(body, update.transitions)
         self._events.transitions(body, update.transitions)
@@ -149,6 +151,8 @@ class Reconciler:
             )
         suspend = resolved.job.spec.suspend
         if job is None:
+            self._note_lost_workload(body, resolved)
+            resolved = resolve_references(resolved, self._home, self._lookups)
             # The count of active trainers and the creation form one step, or two jobs could both take the last place.
             with self._capacity_guard(resolved, connection):
                 waiting = self._capacity_wait(resolved, connection)
@@ -160,6 +164,35 @@ class Reconciler:
             logger.info("trainer Job %s", "suspended" if suspend else "resumed", extra={"job": _reference(body), "workload": _workload(resolved)})
         configmap = connection.configmaps.get(resolved.namespace, progress_configmap_name(resolved.workload))
         return Observation(job, connection.pods_of(resolved.uid), read_report(configmap))
+
+    def _note_lost_workload(self, body: dict[str, Any], resolved: ResolvedJob) -> None:
+        """Post a warning when the trainer Job of a started job is gone, deleted by someone other than the operator."""
+        previous = (body.get("status") or {}).get("workload")
+        if not previous:
+            return
+        message = (
+            f"trainer Job {resolved.namespace}/{resolved.workload} in cluster {resolved.cluster_name} was deleted outside the operator; "
+            f"creating it again, and the trainer resumes from the newest checkpoint"
+        )
+        logger.warning(message, extra={"job": _reference(body)})
+        self._events.post(body, ConditionReason.WORKLOAD_DELETED.value, message, warning=True)
+
+    def _stop_trainer_of_failed_job(self, body: dict[str, Any], problem: Problem) -> None:
+        """Suspend the trainer Job of a job that failed on an invalid change, so it frees its GPU; its checkpoints stay."""
+        reference = (body.get("status") or {}).get("workload")
+        if problem.retry or not reference:
+            return
+        try:
+            cluster = ClipClusterSpec.model_validate(
+                client.CustomObjectsApi(self._home).get_cluster_custom_object(API_GROUP, VERSION, "clipclusters", reference["cluster"])["spec"]
+            )
+            connection = self._registry.connect(reference["cluster"], cluster)
+            job = connection.jobs.get(reference["namespace"], reference["jobName"])
+            if job is not None and not _finished(job) and not (job.get("spec") or {}).get("suspend"):
+                applier.set_suspend(connection, job, True)
+                logger.info("trainer Job suspended because the job failed", extra={"job": _reference(body), "workload": reference["jobName"]})
+        except (Problem, ApiException, ValueError) as error:
+            logger.warning("could not stop the trainer of the failed job: %s", error, extra={"job": _reference(body)})
 
     def _create(self, body: dict[str, Any], resolved: ResolvedJob, connection: ClusterConnection) -> dict[str, Any] | None:
         secrets = self._secret_names(resolved)

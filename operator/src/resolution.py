@@ -8,6 +8,7 @@ waiting, because creating the ClipDataset, ClipCluster or Secret later is the us
 from __future__ import annotations
 
 import json
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -103,19 +104,22 @@ def parse_body(body: dict[str, Any]) -> ClipTrainingJob:
 
 
 def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster: str, lookups: Lookups | None = None) -> ResolvedJob:
-    """Look up everything the job refers to in the home cluster.
+    """Look up the job's cluster and GPU pool and resolve its settings.
+
+    The dataset and the Secrets matter only when the trainer is created, so
+    ``resolve_references`` checks them then: a running trainer is not disturbed when
+    a ClipDataset or Secret it was started from is deleted.
 
     Raises:
         Problem: a setting is invalid, or a referenced object does not exist.
         ApiException: the home API server failed to return an object for another reason than 404.
     """
     lookups = lookups or Lookups(ttl=0.0)
-    job = _with_dataset_source(parse_body(body), api_client, lookups)
+    job = parse_body(body)
     _check_output(job)
     metadata = body["metadata"]
     cluster_name, cluster = _cluster_of(job, api_client, default_cluster, lookups)
     pool = _pool_of(job, cluster_name, cluster)
-    _check_secrets(job, api_client, lookups)
     try:
         settings = resolve_settings(job)
     except ValueError as error:
@@ -132,6 +136,17 @@ def resolve(body: dict[str, Any], api_client: client.ApiClient, default_cluster:
         namespace=_target_namespace(job, cluster),
         workload=workload_name(job.metadata.namespace, job.metadata.name),
     )
+
+
+def resolve_references(resolved: ResolvedJob, api_client: client.ApiClient, lookups: Lookups) -> ResolvedJob:
+    """Return ``resolved`` with a ``datasetRef`` replaced by the ClipDataset's source, after checking that its Secrets exist.
+
+    Raises:
+        Problem: the ClipDataset or a Secret does not exist, or the ClipDataset is invalid.
+    """
+    job = _with_dataset_source(resolved.job, api_client, lookups)
+    _check_secrets(job, api_client, lookups)
+    return dataclasses.replace(resolved, job=job)
 
 
 @dataclass(frozen=True)

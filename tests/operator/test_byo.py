@@ -76,6 +76,11 @@ def test_byo_job_trains_remotely_and_reports_home(home, remote, operator: Operat
     copies = remote_plane.core.list_namespaced_secret(REMOTE_NAMESPACE, label_selector=f"kubeclip.dev/job-uid={uid}").items
     assert {secret.metadata.name for secret in copies} == {f"{status['workload']['jobName']}-dataset", f"{status['workload']['jobName']}-output"}
 
+    def reachable() -> bool:
+        cluster = client.CustomObjectsApi(plane.api_client).get_cluster_custom_object("kubeclip.dev", "v1alpha1", "clipclusters", "byo")
+        return any(item["type"] == "Reachable" and item["status"] == "True" for item in (cluster.get("status") or {}).get("conditions", []))
+
+    wait_for(reachable, "ClipCluster byo reports Reachable", timeout=90)
     client.CustomObjectsApi(plane.api_client).delete_namespaced_custom_object("kubeclip.dev", "v1alpha1", namespace, "cliptrainingjobs", "far")
     wait_for(lambda: not objects_left(remote_plane, REMOTE_NAMESPACE, uid), "the remote trainer objects are deleted", timeout=120)
     assert not remote_plane.core.list_namespaced_secret(REMOTE_NAMESPACE, label_selector=f"kubeclip.dev/job-uid={uid}").items

@@ -219,3 +219,31 @@ def test_operator_restart_adopts_running_trainer(home, operator: OperatorProcess
     assert [pod.metadata.uid for pod in pods] == [pod_uid]
     jobs = client.BatchV1Api(plane.api_client).list_namespaced_job(namespace, label_selector=f"{UID_LABEL}={uid}")
     assert len(jobs.items) == 1
+
+
+def test_deleted_trainer_job_is_recreated(home, operator: OperatorProcess, runner: PodRunner, namespace: str, bucket: S3Server) -> None:
+    plane: ControlPlane = home["plane"]
+    create_job(plane, training_job("recreated", namespace, bucket, epochs=6))
+    job = wait_job(plane, namespace, "recreated", lambda job: bool((job.get("status") or {}).get("checkpoints")), "a checkpoint is reported")
+    workload = job["status"]["workload"]
+    client.BatchV1Api(plane.api_client).delete_namespaced_job(workload["jobName"], namespace, propagation_policy="Background")
+
+    job = wait_job(plane, namespace, "recreated", lambda job: has_condition(job, "Succeeded"), "Succeeded with the new trainer Job")
+    warnings = [event for event in events_of(plane, namespace, "recreated") if event.reason == "WorkloadDeleted"]
+    assert warnings and warnings[0].type == "Warning"
+    assert "resum" in runner.log_of(job["status"]["workload"]["podName"]).lower()
+
+
+def test_invalid_change_fails_job_and_frees_gpu(home, operator: OperatorProcess, runner: PodRunner, namespace: str, bucket: S3Server) -> None:
+    plane: ControlPlane = home["plane"]
+    created = create_job(plane, training_job("changed", namespace, bucket, epochs=20))
+    uid = created["metadata"]["uid"]
+    wait_job(plane, namespace, "changed", lambda job: has_condition(job, "Running"), "Running")
+    patch_job(plane, namespace, "changed", {"spec": {"output": {"storageUri": "ftp://example.invalid/out"}}})
+
+    job = wait_job(plane, namespace, "changed", lambda job: has_condition(job, "Failed"), "Failed after the invalid change")
+    failed = condition_of(job, "Failed")
+    assert failed["reason"] == "InvalidSpec" and "ftp://example.invalid/out" in failed["message"]
+    wait_for(lambda: not trainer_pods(plane, namespace, uid), "the trainer pod is stopped", timeout=150)
+    jobs = client.BatchV1Api(plane.api_client).list_namespaced_job(namespace, label_selector=f"{UID_LABEL}={uid}").items
+    assert len(jobs) == 1 and jobs[0].spec.suspend, "the trainer Job stays, suspended, with its checkpoints"
