@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import time
 from typing import Any
 
 from kubernetes import client
@@ -20,6 +22,13 @@ from kubeclip.operator.conditions import Transition, now_iso
 logger = logging.getLogger(__name__)
 
 COMPONENT = "kubeclip-operator"
+#: Seconds within which a second event with the same reason for the same job is not posted.
+REPEAT_WINDOW_SECONDS = 60.0
+#: Entries of the repeat memory above which expired ones are dropped.
+RECENT_LIMIT = 10_000
+_FINAL_REASONS = frozenset(
+    reason.value for reason in (ConditionReason.TRAINING_COMPLETED, ConditionReason.BACKOFF_LIMIT_EXCEEDED, ConditionReason.CONFIGURATION_ERROR)
+)
 #: Characters kept of an event message: the limit that events.k8s.io/v1 sets on an event's note.
 _MESSAGE_LIMIT = 1024
 #: Reasons that mean the job cannot go on as it is; reported as Warning events.
@@ -45,6 +54,8 @@ class EventRecorder:
     def __init__(self, api_client: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api_client)
         self._instance = socket.gethostname()
+        self._recent: dict[tuple[str, str, str], float] = {}
+        self._recent_lock = threading.Lock()
 
     def transitions(self, body: dict[str, Any], transitions: list[Transition]) -> None:
         """Post one event per reason among the transitions of a pass.
@@ -54,13 +65,33 @@ class EventRecorder:
         A terminal condition going False is not news and posts nothing.
         """
         posted: set[str] = set()
+        uid = body["metadata"].get("uid", "")
         for transition in transitions:
             if transition.status == ConditionStatus.FALSE and transition.type in (ConditionType.SUCCEEDED, ConditionType.FAILED):
                 continue
-            if transition.reason in posted:
+            if transition.reason in posted or self._posted_recently(uid, transition.reason, transition.message):
                 continue
             posted.add(transition.reason)
             self.post(body, transition.reason, transition.message, warning=is_warning(transition.reason))
+
+    def _posted_recently(self, uid: str, reason: str, message: str) -> bool:
+        """Whether this job got the same event within REPEAT_WINDOW_SECONDS; records the new one otherwise.
+
+        Two passes can see the same change when a status write and a wake-up cross, and
+        one event per change is what ``kubectl describe`` readers expect. A final reason
+        counts as the same event whatever its message, since a job finishes once.
+        """
+        key = (uid, reason, "" if reason in _FINAL_REASONS else message)
+        now = time.monotonic()
+        with self._recent_lock:
+            last = self._recent.get(key)
+            if last is not None and now - last < REPEAT_WINDOW_SECONDS:
+                return True
+            self._recent[key] = now
+            if len(self._recent) > RECENT_LIMIT:
+                cutoff = now - REPEAT_WINDOW_SECONDS
+                self._recent = {key: stamp for key, stamp in self._recent.items() if stamp >= cutoff}
+        return False
 
     def post(self, body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
         """Create one event on the job; an API or connection failure is logged, not raised."""

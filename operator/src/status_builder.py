@@ -242,8 +242,8 @@ def _pod_state(conditions: Conditions, status: dict[str, Any], pod: dict[str, An
     status.setdefault("startTime", stamp)
     if report.get("pod") == name and report.get("state") == "Running":
         progress = status.get("progress") or {}
-        where = f"step {progress.get('step', 0)} of {progress.get('totalSteps', '?')}"
-        conditions.set(Type.RUNNING, Status.TRUE, Reason.TRAINER_RUNNING, f"the trainer in pod {name} is training ({where} at its latest report)")
+        where = f" (step {progress['step']} of {progress['totalSteps']} at its latest report)" if progress.get("totalSteps") else ""
+        conditions.set(Type.RUNNING, Status.TRUE, Reason.TRAINER_RUNNING, f"the trainer in pod {name} is training{where}")
         return
     # Running stays True for this pod between reports; a new pod starts from False.
     running = conditions.get(Type.RUNNING)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,10 +31,13 @@ def _unique(prefix: str) -> str:
 
 
 @pytest.fixture
-def namespace(cluster: ControlPlane) -> str:
+def namespace(cluster: ControlPlane) -> Iterator[str]:
     name = _unique("test")
     create_namespace(cluster, name)
-    return name
+    yield name
+    # The pods hold simulated GPUs; later tests in the session need them free.
+    cluster.core.delete_namespace(name)
+    wait_for(lambda: not cluster.core.list_namespaced_pod(name).items, f"the pods of namespace {name} are gone", timeout=120)
 
 
 def _pod(name: str, *, gpu_product: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.controlplane import ControlPlane, create_namespace
+from tests.support.controlplane import ControlPlane, create_namespace, wait_for
 from tests.support.datasets import build_tinted_photos_zip
 from tests.support.objectstores import S3Server
 from tests.support.operator_access import operator_kubeconfig
@@ -69,13 +69,21 @@ def operator(home: dict[str, Any], runner: PodRunner, tmp_path_factory: pytest.T
 
 
 @pytest.fixture()
-def namespace(home: dict[str, Any], bucket: S3Server) -> str:
-    """A fresh namespace with the S3 credentials Secret ``s3-credentials``."""
+def namespace(home: dict[str, Any], bucket: S3Server) -> Iterator[str]:
+    """A fresh namespace with the S3 credentials Secret ``s3-credentials``; its jobs are deleted afterwards.
+
+    Deleting them stops their trainers, which would otherwise hold simulated GPUs and CPU time in later tests.
+    """
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     plane: ControlPlane = home["plane"]
     create_namespace(plane, name)
     plane.core.create_namespaced_secret(name, s3_secret("s3-credentials", bucket))
-    return name
+    yield name
+    api = client.CustomObjectsApi(plane.api_client)
+    for job in api.list_namespaced_custom_object(GROUP, VERSION, name, "cliptrainingjobs")["items"]:
+        api.delete_namespaced_custom_object(GROUP, VERSION, name, "cliptrainingjobs", job["metadata"]["name"])
+    wait_for(lambda: not plane.core.list_namespaced_pod(name, label_selector="app.kubernetes.io/name=kubeclip-trainer").items,
+             f"the trainer pods of namespace {name} are gone", timeout=150)  # fmt: skip
 
 
 def s3_secret(name: str, server: S3Server) -> dict[str, Any]:

@@ -79,7 +79,10 @@ def test_applied_job_trains_and_reports(home, operator: OperatorProcess, runner:
     applied = kubectl(plane, "apply", "-f", str(manifest))
     assert applied.returncode == 0, applied.stderr
 
-    waited = kubectl(plane, "wait", "--for=condition=Succeeded", f"--timeout={int(TRAINING_TIMEOUT_SECONDS)}s", "-n", namespace, "cliptrainingjob/photos")
+    waited = kubectl(
+        plane, "wait", "--for=condition=Succeeded", f"--timeout={int(TRAINING_TIMEOUT_SECONDS)}s", "-n", namespace, "cliptrainingjob/photos",
+        timeout=TRAINING_TIMEOUT_SECONDS + 30,
+    )
     job = read_job(plane, namespace, "photos")
     assert waited.returncode == 0, f"{waited.stderr}\nstatus: {job.get('status')}\noperator log:\n{operator.log()[-4000:]}"
 

@@ -47,3 +47,19 @@ def test_terminal_condition_going_false_posts_nothing() -> None:
     events = RecordingEvents()
     events.transitions(JOB, [Transition(Type.FAILED, Status.FALSE, "Resumed", "no longer failed")])
     assert events.posted == []
+
+
+def test_repeated_event_posted_once() -> None:
+    events = RecordingEvents()
+    retry = Transition(Type.RUNNING, Status.FALSE, "Retrying", "attempt 1 failed")
+    events.transitions(JOB, [retry])
+    events.transitions(JOB, [retry])
+    events.transitions(JOB, [Transition(Type.RUNNING, Status.FALSE, "Retrying", "attempt 2 failed")])
+    assert [message for _, message, _ in events.posted] == ["attempt 1 failed", "attempt 2 failed"]
+
+
+def test_final_reason_posted_once_whatever_message() -> None:
+    events = RecordingEvents()
+    events.transitions(JOB, [Transition(Type.SUCCEEDED, Status.TRUE, "TrainingCompleted", "the final model is at s3://b/run")])
+    events.transitions(JOB, [Transition(Type.RUNNING, Status.FALSE, "TrainingCompleted", "the trainer finished")])
+    assert [reason for reason, _, _ in events.posted] == ["TrainingCompleted"]

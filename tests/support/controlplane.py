@@ -148,13 +148,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def kubectl(plane: ControlPlane, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """Run the kubectl built with the control plane against ``plane``."""
+def kubectl(plane: ControlPlane, *arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the kubectl built with the control plane against ``plane``; give ``timeout`` above any --timeout passed to kubectl."""
     binary = binaries.binary_path("kubectl")
     if not binary.is_file():
         pytest.fail(f"kubectl is not installed at {binary}; {INSTALL_HINT}")
     command = [str(binary), f"--kubeconfig={plane.kubeconfig}", *arguments]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _running_cluster(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
