@@ -11,6 +11,9 @@ Modules, in the order they depend on each other:
 - ``processes``: starts components in their own process groups and stops them by PID.
 - ``health``: HTTPS health checks and waits.
 - ``cluster``: the cluster lifecycle that ``kubeclip.cli.dev`` and the test fixtures call.
+- ``pod_workspace`` and ``pod_runner``: run the trainer pods bound to simulated nodes as
+  local processes with the pod's environment and mounts (``kubeclip dev run-pods``), since
+  kwok simulates nodes without a container runtime.
 """
 
 #: Name of the cluster that ``kubeclip dev cluster`` commands act on without --name.
