@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.operator.conftest import GROUP, VERSION, apply_cluster_object, condition_of, create_job, events_of, has_condition, s3_secret, training_job
+from tests.operator.conftest import GROUP, VERSION, apply_cluster_object, condition_of, create_job, events_of, has_condition, read_job, s3_secret, training_job
 from tests.operator.test_operator_e2e import wait_job
 from tests.support.controlplane import ControlPlane
 from tests.support.objectstores import S3Server
@@ -89,3 +89,22 @@ def test_job_without_output_fails_at_once(home, operator: OperatorProcess, names
     assert failed["reason"] == "InvalidSpec" and "spec.output.storageUri is required" in failed["message"]
     assert job["status"]["phase"] == "Failed"
     assert not client.BatchV1Api(plane.api_client).list_namespaced_job(namespace).items
+
+
+def test_full_pool_queues_jobs(home, operator: OperatorProcess, runner, namespace: str, bucket: S3Server) -> None:
+    plane: ControlPlane = home["plane"]
+    pool = {"gpuType": "H100", "capacity": 1, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}  # fmt: skip
+    apply_cluster_object(plane, "one-at-a-time", {"type": "Managed", "gpuPools": [pool]})
+    for name in ("first", "second"):
+        # Two epochs, so the job that got the place still runs when the test looks at both.
+        body = training_job(name, namespace, bucket, gpu="H100", epochs=2)
+        body["spec"]["infrastructure"]["clusterRef"] = {"name": "one-at-a-time"}
+        create_job(plane, body)
+        wait_job(plane, namespace, name, lambda job: bool((job.get("status") or {}).get("conditions")), "the operator has seen it", timeout=REFERENCE_TIMEOUT_SECONDS)
+
+    queued = [name for name in ("first", "second") if has_condition(read_job(plane, namespace, name), "Scheduled", "False", "WaitingForCapacity")]
+    assert len(queued) == 1, "exactly one of the two jobs waits for the pool's single place"
+    message = condition_of(read_job(plane, namespace, queued[0]), "Scheduled")["message"]
+    assert "capacity" in message and "one-at-a-time" in message
+    wait_job(plane, namespace, queued[0], lambda job: has_condition(job, "Succeeded"), "Succeeded once the other job finished")
