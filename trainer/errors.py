@@ -52,6 +52,16 @@ class StorageError(TrainerError):
     exit_code = ExitCode.STORAGE_FAILED
 
 
+class MissingLocationError(StorageError):
+    """A file, object or bucket that the job names does not exist.
+
+    A retry finds it missing again until the job or the store changes, so it exits like
+    an invalid setting and a Job's pod failure policy fails at once instead of retrying.
+    """
+
+    exit_code = ExitCode.INVALID_CONFIG
+
+
 class CredentialsError(StorageError):
     """Credentials for an object store are missing or rejected; the message names where they are read from."""
 

@@ -118,7 +118,7 @@ CLIP_TRAINING_JOB = ResourceDefinition(
     printer_columns=(
         PrinterColumn("Phase", "string", ".status.phase", "Summary of the job's conditions."),
         PrinterColumn("GPU", "string", ".spec.infrastructure.gpuType", "GPU model the trainer runs on."),
-        PrinterColumn("Cluster", "string", ".spec.infrastructure.clusterRef.name", "Cluster the trainer runs in; empty for Managed jobs."),
+        PrinterColumn("Cluster", "string", ".status.workload.cluster", "ClipCluster the trainer runs in."),
         PrinterColumn("Progress", "integer", ".status.progress.progressPercentage", "Share of all training steps done, in percent."),
         PrinterColumn("Loss", "string", ".status.progress.loss", "Training loss at the latest logging step."),
         _AGE_COLUMN,

@@ -172,6 +172,12 @@ class ModelSpec(_ApiModel):
         return None
 
 
+class ClusterReference(_ApiModel):
+    """A reference to a cluster-scoped ClipCluster by name."""
+
+    name: str = Field(description="Name of the ClipCluster; kubectl get clipclusters lists them.", min_length=1)
+
+
 class DatasetSource(_ApiModel):
     """The location of a dataset ZIP (images plus one JSONL file of captions)."""
 
@@ -287,8 +293,18 @@ class DatasetSpec(_ApiModel):
 class InfrastructureSpec(_ApiModel):
     """The cluster and GPU the trainer runs on. Ignored by laptop runs."""
 
-    type: InfrastructureType = Field(InfrastructureType.MANAGED, description="Managed (the operator's own cluster), BringYourOwn (a remote cluster) or Standalone.")
-    cluster_ref: LocalObjectReference | None = Field(None, alias="clusterRef", description="The cluster to run in, for BringYourOwn and Standalone.")
+    type: InfrastructureType = Field(
+        InfrastructureType.MANAGED,
+        description="Managed: the operator's own cluster and the GPU pools the platform team set up. BringYourOwn: a remote "
+        "cluster reached through a kubeconfig Secret. Standalone: a cluster where kubeclip is installed on its own, whose "
+        "operator runs jobs locally like Managed. Must match the type of the ClipCluster.",
+    )
+    cluster_ref: ClusterReference | None = Field(
+        None,
+        alias="clusterRef",
+        description="The ClipCluster (cluster-scoped) to run in. Required for BringYourOwn; optional for Managed and Standalone, "
+        "which default to the operator's default cluster (managed).",
+    )
     gpu_type: GpuType = Field(alias="gpuType", description="GPU model of the node the trainer runs on: H100, A100 or L40. Matched exactly.")
     num_nodes: int = Field(
         1,

@@ -135,6 +135,7 @@ class TrainingProgress(_StatusModel):
 class EvaluationResults(_StatusModel):
     """Retrieval figures on the validation split from the latest evaluation, as decimal strings."""
 
+    split: str | None = Field(None, description="Split the figures come from: validation (images held out from training).")
     step: int | None = Field(None, ge=0, description="Optimizer step at which the evaluation ran.")
     loss: str | None = Field(None, description="Contrastive loss on the validation split.")
     image_to_text_recall_at1: str | None = Field(None, description="Share of images whose best-scoring caption is one of their own, from 0 to 1.")

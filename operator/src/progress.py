@@ -96,6 +96,7 @@ _PROGRESS_FIELDS = (
 )
 #: status.evaluation field (the same name in the report) and converter.
 _EVALUATION_FIELDS = (
+    ("split", _text),
     ("step", _count),
     ("loss", _figure(4)),
     ("imageToTextRecallAt1", _figure(4)),

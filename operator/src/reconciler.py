@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubeclip.api.cluster import ClipClusterSpec
 from kubeclip.api.job import API_GROUP
-from kubeclip.api.status import ConditionReason, ConditionStatus, ConditionType
+from kubeclip.api.status import ConditionReason, ConditionStatus, ConditionType, JobPhase
 from kubeclip.builders.naming import JOB_UID_LABEL, dataset_secret_copy_name, output_secret_copy_name, progress_configmap_name, workload_labels
 from kubeclip.builders.workload import WorkloadRequest, build_secret_copy, build_workload
 from kubeclip.operator import applier, pods as pod_info
@@ -75,9 +75,14 @@ class Reconciler:
         metadata = body["metadata"]
         previous = self._previous_status(body)
         generation = int(metadata.get("generation", 1))
-        if previous.get("phase") in TERMINAL_PHASES and previous.get("observedGeneration") == generation:
-            return PassResult(previous["phase"], keep_watching=False)
         gpu_type = (body.get("spec", {}).get("infrastructure") or {}).get("gpuType", "unknown")
+        # A finished job keeps its status: a later edit of its spec describes no model that was trained.
+        if previous.get("phase") == JobPhase.SUCCEEDED.value or (
+            previous.get("phase") in TERMINAL_PHASES and previous.get("observedGeneration") == generation
+        ):
+            # Counted here too, so the jobs gauge is right after an operator restart.
+            self._metrics.record_phase(metadata["uid"], previous["phase"], gpu_type)
+            return PassResult(previous["phase"], keep_watching=False)
         try:
             resolved = resolve(body, self._home, self._settings.default_cluster, self._lookups)
             connection = self._registry.connect(resolved.cluster_name, resolved.cluster)

@@ -115,7 +115,15 @@ def run(settings: OperatorSettings, kubeconfig: Path | None = None) -> int:
     configure_logging(settings.log_format)
     home_client = load_home_client(kubeconfig)
     context = OperatorContext.create(settings, home_client)
-    start_http_server(settings.metrics_port, addr=settings.bind_address, registry=context.metrics.registry)
+    try:
+        start_http_server(settings.metrics_port, addr=settings.bind_address, registry=context.metrics.registry)
+    except OSError as error:
+        logger.error(
+            "cannot serve metrics on %s:%d: %s; another process (perhaps another kubeclip operator) uses the port, "
+            "so pass a free one with --metrics-port, or stop the other operator: two operators would both reconcile every job",
+            settings.bind_address, settings.metrics_port, error.strerror,
+        )  # fmt: skip
+        return 1
     logger.info(
         "kubeclip operator watching %s; metrics on :%d, health on :%d; trainer image %s",
         ", ".join(settings.namespaces) or "all namespaces", settings.metrics_port, settings.health_port, settings.trainer_image,

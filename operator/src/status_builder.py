@@ -205,7 +205,8 @@ def _between_attempts(conditions: Conditions, status: dict[str, Any], pods: list
         # A pod that failed before the Job controller counted it is left to the next pass,
         # which reads the new count or the Job's Failed condition.
         detail = pod_info.describe_failure(newest, trainer_error)
-        message = f"attempt {attempts} failed: {detail}; the next attempt starts after a backoff and resumes from {checkpoint}"
+        number = max(attempts, _failed_pods(pods))
+        message = f"attempt {number} failed: {detail}; the next attempt starts after a backoff and resumes from {checkpoint}"
         conditions.set(Type.RUNNING, Status.FALSE, Reason.RETRYING, message)
     elif newest is None and not conditions.is_true(Type.SCHEDULED):
         conditions.set(Type.SCHEDULED, Status.FALSE, Reason.WAITING_FOR_SCHEDULER, "the trainer Job exists; waiting for its pod")
@@ -249,3 +250,8 @@ def _pod_state(conditions: Conditions, status: dict[str, Any], pod: dict[str, An
     running = conditions.get(Type.RUNNING)
     if not conditions.is_true(Type.RUNNING) or name not in running["message"]:
         conditions.set(Type.RUNNING, Status.FALSE, Reason.TRAINER_STARTING, f"pod {name} runs; the trainer is loading the data and model")
+
+
+def _failed_pods(pods: list[dict[str, Any]]) -> int:
+    """Count the failed pods that count as attempts; the Job's status.failed lags behind them by a moment."""
+    return sum(1 for pod in pods if pod_info.phase(pod) == "Failed" and not pod_info.is_disrupted(pod))

@@ -134,8 +134,8 @@ def test_validate_unloadable_tokenizer_warns(tmp_path: Path, capsys: pytest.Capt
     assert "tokens per caption" not in captured.out
 
 
-def test_validate_missing_file_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli("dataset", "validate", str(tmp_path / "absent.zip")) == 4
+def test_validate_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("dataset", "validate", str(tmp_path / "absent.zip")) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ")
     assert "absent.zip does not exist" in captured.err

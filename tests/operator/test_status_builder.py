@@ -241,3 +241,12 @@ def test_bad_report_values_keep_status_valid(resolved: ResolvedJob) -> None:
 def test_transitions_of_first_pass_once_per_type(resolved: ResolvedJob) -> None:
     update = build_status({}, resolved, Observation(trainer_job(), [pod("w-1", phase="Running", node="n")], report(state="Running", pod="w-1", step=1)), T0)
     assert [(transition.type.value, transition.reason) for transition in update.transitions] == [("Scheduled", "PodScheduled"), ("Running", "TrainerRunning")]
+
+
+def test_attempt_number_counts_failed_pods(resolved: ResolvedJob) -> None:
+    # The Job controller has counted the first failure but not yet the second.
+    failed = [pod(f"w-{index}", phase="Failed", node="n", created=f"2026-12-04T10:0{index}:00Z",
+                  containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}]) for index in (1, 2)]  # fmt: skip
+    update = build_status({}, resolved, Observation(trainer_job(failed=1), failed), T0)
+    assert condition(update.status, "Running")["message"].startswith("attempt 2 failed: pod w-2 exited with code 1")
+    assert update.status["failedAttempts"] == 1

@@ -140,7 +140,7 @@ def test_diverged_loss_is_kept_as_nan() -> None:
 def test_evaluation_status_keeps_valid_figures() -> None:
     evaluation = evaluation_status({"evaluation": {"step": 25, "split": "validation", "loss": 2.5, "imageToTextRecallAt1": 0.125,
                                                    "textToImageRecallAt5": "high", "evaluatedTime": "2026-12-04T10:00:00+00:00"}})  # fmt: skip
-    assert evaluation == {"step": 25, "loss": "2.5", "imageToTextRecallAt1": "0.125", "evaluatedTime": "2026-12-04T10:00:00+00:00"}
+    assert evaluation == {"split": "validation", "step": 25, "loss": "2.5", "imageToTextRecallAt1": "0.125", "evaluatedTime": "2026-12-04T10:00:00+00:00"}
     EvaluationResults.model_validate(evaluation)
 
 

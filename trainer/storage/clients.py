@@ -20,7 +20,7 @@ import requests.exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from kubeclip.trainer.errors import CredentialsError, StorageError
+from kubeclip.trainer.errors import CredentialsError, MissingLocationError, StorageError
 
 if TYPE_CHECKING:
     from kubeclip.trainer.storage.uri import Location
@@ -185,12 +185,12 @@ def _s3_client_error(err: botocore.exceptions.ClientError, location: Location, a
             f"credentials are valid and allowed to access bucket {location.bucket!r}. {S3_CREDENTIAL_SOURCES}."
         )
     if code == "NoSuchBucket":
-        return StorageError(
+        return MissingLocationError(
             f"The S3 bucket {location.bucket!r} does not exist (needed to {action} {location}); check the bucket "
             f"name, and the endpoint (AWS_ENDPOINT_URL) and region if the bucket is not on AWS."
         )
     if code in _S3_MISSING_KEY_CODES:
-        return StorageError(
+        return MissingLocationError(
             f"The S3 object {location} was not found (needed to {action} it); check the key, "
             f"or upload the object first."
         )
@@ -210,7 +210,7 @@ def gcs_storage_error(err: Exception, location: Location, action: str) -> Storag
             f"credentials are valid and allowed to access bucket {location.bucket!r}. {GCS_CREDENTIAL_SOURCES}."
         )
     if isinstance(err, google.api_core.exceptions.NotFound):
-        return StorageError(
+        return MissingLocationError(
             f"The GCS object {location} was not found (needed to {action} it); check the bucket and "
             f"object name, or upload the object first."
         )
@@ -233,7 +233,7 @@ def missing_bucket_error(location: Location, store_name: str) -> StorageError:
     A 404 response to HEAD does not tell whether the bucket or the object is missing, so
     the stores check the bucket and then use this error.
     """
-    return StorageError(
+    return MissingLocationError(
         f"The {store_name} bucket {location.bucket!r} does not exist (needed for {location}); check the "
         f"bucket name and the endpoint or project it lives in."
     )

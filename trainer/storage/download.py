@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kubeclip.trainer.errors import ConfigError, StorageError
+from kubeclip.trainer.errors import ConfigError, MissingLocationError, StorageError
 from kubeclip.trainer.storage.clients import make_gcs_client, make_s3_client
 from kubeclip.trainer.storage.gcs_store import GCSStore
 from kubeclip.trainer.storage.http_reader import HTTPReader
@@ -198,7 +198,7 @@ def _existing_local_file(location: Location) -> Path:
     path = Path(location.key)
     if not path.is_file():
         state = "is not a file" if path.exists() else "does not exist"
-        raise StorageError(f"The file {path} {state}; check the path, or give an s3://, gs:// or https:// URL.")
+        raise MissingLocationError(f"The file {path} {state}; check the path, or give an s3://, gs:// or https:// URL.")
     return path
 
 

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from kubeclip.trainer.errors import StorageError
+from kubeclip.trainer.errors import MissingLocationError, StorageError
 from kubeclip.trainer.storage.objects import CHUNK_SIZE, ByteSink, ObjectChanged, ObjectInfo, TransferInterrupted
 from kubeclip.trainer.storage.uri import Location
 
@@ -118,7 +118,7 @@ def _classify_status(status: int, location: Location) -> Exception:
     if status == 416:
         return ObjectChanged(f"{location} is shorter than the bytes already downloaded")
     if status == 404:
-        return StorageError(f"The URL {location} was not found (HTTP 404); check the URL.")
+        return MissingLocationError(f"The URL {location} was not found (HTTP 404); check the URL.")
     if status in (401, 403):
         return StorageError(
             f"The server rejected the request for {location} (HTTP {status}); make the object readable without "
