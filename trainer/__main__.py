@@ -74,7 +74,9 @@ def run_and_report(config: TrainerConfig) -> int:
     try:
         result = run_training(config, sinks=[progress] if progress is not None else [])
     except TrainerError as err:
-        logger.error(str(err), extra={"reason": type(err).__name__, "exit_code": int(err.exit_code)})
+        # A stop request (suspension, eviction, Ctrl-C) ends the run as planned, with a checkpoint: not an error.
+        level = logging.WARNING if err.exit_code == ExitCode.INTERRUPTED else logging.ERROR
+        logger.log(level, str(err), extra={"reason": type(err).__name__, "exit_code": int(err.exit_code)})
         return _report_end(progress, err, int(err.exit_code))
     except Exception as err:
         logger.exception("training failed with an unexpected error")

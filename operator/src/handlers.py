@@ -91,6 +91,7 @@ def connection_info(configuration: Any) -> kopf.ConnectionInfo:
 @kopf.on.cleanup(registry=registry)
 def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop the informers and close the clients when the operator exits."""
+    logger.info("kubeclip operator stopping; running trainers are not affected and are adopted by the next operator")
     memo.context.close()
 
 

@@ -48,7 +48,7 @@ OPERATOR_PERMISSIONS = expand([
     ("kubeclip.dev", "clipdatasets", READ),
     ("kubeclip.dev", "clipclusters", READ),
     ("kubeclip.dev", "clipclusters/status", ("get", "patch", "update")),
-    ("", "secrets", READ),
+    ("", "secrets", ("get",)),
     ("", "configmaps", MANAGE),
     ("", "serviceaccounts", MANAGE),
     ("", "pods", READ),
@@ -63,7 +63,7 @@ OPERATOR_PERMISSIONS = expand([
 
 #: Requests the operator must not be allowed in its home cluster.
 OPERATOR_DENIED = expand([
-    ("", "secrets", ("create", "update", "patch", "delete")),
+    ("", "secrets", ("list", "watch", "create", "update", "patch", "delete")),
     ("", "pods", ("create", "delete")),
     ("", "pods/exec", ("create",)),
     ("", "serviceaccounts/token", ("create",)),
