@@ -19,7 +19,6 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubeclip.api.cluster import ClipClusterSpec
 from kubeclip.api.job import API_GROUP
 from kubeclip.api.status import ConditionReason, ConditionStatus, ConditionType, JobPhase
 from kubeclip.builders.naming import JOB_UID_LABEL, dataset_secret_copy_name, output_secret_copy_name, progress_configmap_name, workload_labels
@@ -31,7 +30,7 @@ from kubeclip.operator.events import EventRecorder, is_warning
 from kubeclip.operator.metrics import OperatorMetrics
 from kubeclip.operator.problems import Problem
 from kubeclip.operator.progress import read_report
-from kubeclip.operator.resolution import VERSION, Lookups, ResolvedJob, resolve, resolve_references, resolve_placement
+from kubeclip.operator.resolution import VERSION, Lookups, ResolvedJob, read_cluster, resolve, resolve_references, resolve_placement
 from kubeclip.operator.settings import OperatorSettings
 from kubeclip.operator.status_builder import TERMINAL_PHASES, Observation, StatusUpdate, build_status, problem_status
 
@@ -188,15 +187,13 @@ class Reconciler:
         if problem.retry or not reference:
             return
         try:
-            cluster = ClipClusterSpec.model_validate(
-                client.CustomObjectsApi(self._home).get_cluster_custom_object(API_GROUP, VERSION, "clipclusters", reference["cluster"])["spec"]
-            )
+            cluster = read_cluster(reference["cluster"], self._home, self._lookups, field="status.workload.cluster")
             connection = self._registry.connect(reference["cluster"], cluster)
             job = connection.jobs.get(reference["namespace"], reference["jobName"])
             if job is not None and not _finished(job) and not (job.get("spec") or {}).get("suspend"):
                 applier.set_suspend(connection, job, True)
                 logger.info("trainer Job suspended because the job failed", extra={"job": _reference(body), "workload": reference["jobName"]})
-        except (Problem, ApiException, ValueError) as error:
+        except (Problem, ApiException) as error:
             logger.warning("could not stop the trainer of the failed job: %s", error, extra={"job": _reference(body)})
 
     def _create(self, body: dict[str, Any], resolved: ResolvedJob, connection: ClusterConnection) -> dict[str, Any] | None:

@@ -246,10 +246,12 @@ def _pool_of(job: ClipTrainingJob, cluster_name: str, cluster: ClipClusterSpec) 
     return pool
 
 
-def _cluster_of(job: ClipTrainingJob, api_client: client.ApiClient, default_cluster: str, lookups: Lookups) -> tuple[str, ClipClusterSpec]:
-    infrastructure = job.spec.infrastructure
-    name = infrastructure.cluster_ref.name if infrastructure.cluster_ref else default_cluster
-    field = "spec.infrastructure.clusterRef" if infrastructure.cluster_ref else "the operator's default cluster (--default-cluster)"
+def read_cluster(name: str, api_client: client.ApiClient, lookups: Lookups, *, field: str = "the job") -> ClipClusterSpec:
+    """Read and validate ClipCluster ``name``; ``field`` names what referred to it, for the error.
+
+    Raises:
+        Problem: the ClipCluster does not exist or its spec is invalid.
+    """
     try:
         body = lookups.get(("clipclusters", name), lambda: client.CustomObjectsApi(api_client).get_cluster_custom_object(API_GROUP, VERSION, "clipclusters", name))
     except ApiException as error:
@@ -261,9 +263,16 @@ def _cluster_of(job: ClipTrainingJob, api_client: client.ApiClient, default_clus
             ) from None
         raise
     try:
-        cluster = ClipClusterSpec.model_validate(body.get("spec", {}))
+        return ClipClusterSpec.model_validate(body.get("spec", {}))
     except pydantic.ValidationError as error:
         raise Problem(ConditionReason.INVALID_SPEC, f"ClipCluster {name}: {format_validation_error(error)}", retry=True) from None
+
+
+def _cluster_of(job: ClipTrainingJob, api_client: client.ApiClient, default_cluster: str, lookups: Lookups) -> tuple[str, ClipClusterSpec]:
+    infrastructure = job.spec.infrastructure
+    name = infrastructure.cluster_ref.name if infrastructure.cluster_ref else default_cluster
+    field = "spec.infrastructure.clusterRef" if infrastructure.cluster_ref else "the operator's default cluster (--default-cluster)"
+    cluster = read_cluster(name, api_client, lookups, field=field)
     if cluster.type != infrastructure.type:
         raise Problem(
             ConditionReason.INVALID_SPEC,
