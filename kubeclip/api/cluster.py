@@ -98,7 +98,7 @@ class GpuPool(_ApiModel):
     capacity: int | None = Field(
         None,
         ge=1,
-        description="Most trainers that run on the pool at once; further jobs wait in phase Pending with reason "
+        description="Maximum number of trainers that run on the pool at once; further jobs wait in phase Pending with reason "
         "WaitingForCapacity. Unset: no limit other than the scheduler's.",
     )
     resources: TrainerResources | None = Field(
@@ -121,7 +121,7 @@ class SecretKeyReference(_ApiModel):
 
     name: str = Field(min_length=1, description="Name of the Secret.")
     namespace: str = Field(min_length=1, description="Namespace of the Secret, usually the operator's own.")
-    key: str = Field(DEFAULT_KUBECONFIG_KEY, min_length=1, description="Key of the Secret that holds the kubeconfig.")
+    key: str = Field(DEFAULT_KUBECONFIG_KEY, min_length=1, description="Key of the Secret that contains the kubeconfig.")
 
 
 class ClipClusterSpec(_ApiModel):
@@ -182,7 +182,7 @@ class ClipClusterSpec(_ApiModel):
 
 
 class ClipClusterStatus(BaseModel):
-    """What the operator last observed of the cluster."""
+    """The operator's latest observation of the cluster."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -170,7 +170,7 @@ class ResolvedSettingsStatus(_StatusModel):
 
 
 class WorkloadReference(_StatusModel):
-    """Where the trainer runs: a batch/v1 Job in the target cluster and its current pod."""
+    """The location of the trainer: a batch/v1 Job in the target cluster and its current pod."""
 
     cluster: str = Field(description="ClipCluster the trainer runs in.")
     namespace: str = Field(description="Namespace of the trainer Job in that cluster.")

@@ -92,9 +92,11 @@ def test_applied_job_trains_and_reports(home, operator: OperatorProcess, runner:
     assert status["progress"]["progressPercentage"] == 100
     assert float(status["progress"]["loss"]) > 0
     assert {"imageToTextRecallAt1", "textToImageRecallAt5", "loss"} <= status["evaluation"].keys()
-    assert status["nodeName"].startswith("kwok-l40-") and status["gpuType"] == "L40"
+    assert status["nodeName"].startswith("kwok-l40-")
+    assert status["gpuType"] == "L40"
     assert status["resolvedSettings"]["learningRate"] == "3e-4"
-    assert status["checkpoints"] and status["startTime"] <= status["completionTime"]
+    assert status["checkpoints"]
+    assert status["startTime"] <= status["completionTime"]
     assert status["modelUri"] == f"s3://{bucket.bucket}/runs/{namespace}/photos/model"
     stored = bucket.client().list_objects_v2(Bucket=bucket.bucket, Prefix=f"runs/{namespace}/photos/model/")
     assert any(item["Key"].endswith("model.safetensors") for item in stored.get("Contents", []))
@@ -102,9 +104,12 @@ def test_applied_job_trains_and_reports(home, operator: OperatorProcess, runner:
     reasons = [event.reason for event in events_of(plane, namespace, "photos")]
     assert {"PodScheduled", "TrainerRunning", "TrainingCompleted"} <= set(reasons), reasons
     printed = kubectl(plane, "get", "ctj", "-n", namespace, "photos")
-    assert "Succeeded" in printed.stdout and "L40" in printed.stdout and "100" in printed.stdout
+    assert "Succeeded" in printed.stdout
+    assert "L40" in printed.stdout
+    assert "100" in printed.stdout
     secret_value = bucket.secret_access_key
-    assert secret_value not in str(job) and secret_value not in operator.log()
+    assert secret_value not in str(job)
+    assert secret_value not in operator.log()
     metrics = operator.metrics()
     succeeded = re.search(r'kubeclip_operator_jobs\{gpu_type="L40",phase="Succeeded"\} ([0-9.]+)', metrics)
     assert succeeded and float(succeeded.group(1)) >= 1, metrics
@@ -113,7 +118,7 @@ def test_applied_job_trains_and_reports(home, operator: OperatorProcess, runner:
 
 def test_job_without_free_gpu_shows_scheduler_reason(home, operator: OperatorProcess, namespace: str, bucket: S3Server) -> None:
     plane: ControlPlane = home["plane"]
-    # The simulated A100 node has 8 GPUs; a job cannot get one while a pod holds all of them.
+    # The simulated A100 node has 8 GPUs, and a job cannot get one while a pod uses all of them.
     body = training_job("no-gpu", namespace, bucket, gpu="A100")
     hog = {
         "metadata": {"name": "gpu-hog"},
@@ -129,10 +134,12 @@ def test_job_without_free_gpu_shows_scheduler_reason(home, operator: OperatorPro
         create_job(plane, body)
         job = wait_job(plane, namespace, "no-gpu", lambda job: has_condition(job, "Scheduled", "False", "Unschedulable"), "Scheduled is False with reason Unschedulable", timeout=60)
         message = condition_of(job, "Scheduled")["message"]
-        assert "Insufficient nvidia.com/gpu" in message and "A100" in message
+        assert "Insufficient nvidia.com/gpu" in message
+        assert "A100" in message
         assert job["status"]["phase"] == "Scheduling"
         warnings = [event for event in events_of(plane, namespace, "no-gpu") if event.reason == "Unschedulable"]
-        assert warnings and warnings[0].type == "Warning"
+        assert warnings
+        assert warnings[0].type == "Warning"
     finally:
         plane.core.delete_namespaced_pod("gpu-hog", namespace, grace_period_seconds=0)
     wait_job(plane, namespace, "no-gpu", lambda job: has_condition(job, "Scheduled", "True"), "Scheduled once the GPUs are free", timeout=60)
@@ -166,9 +173,11 @@ def test_invalid_dataset_fails_without_retry(home, operator: OperatorProcess, ru
     job = wait_job(plane, namespace, "broken", lambda job: has_condition(job, "Failed"), "Failed")
     failed = condition_of(job, "Failed")
     assert failed["reason"] == "ConfigurationError"
-    assert "exited with code 3" in failed["message"] and "zip" in failed["message"].lower()
+    assert "exited with code 3" in failed["message"]
+    assert "zip" in failed["message"].lower()
     assert len(trainer_pods(plane, namespace, created["metadata"]["uid"])) == 1
-    assert job["status"]["phase"] == "Failed" and job["status"]["completionTime"]
+    assert job["status"]["phase"] == "Failed"
+    assert job["status"]["completionTime"]
 
 
 def test_suspend_keeps_checkpoints_and_resume_continues(home, operator: OperatorProcess, runner: PodRunner, namespace: str, bucket: S3Server) -> None:
@@ -180,7 +189,8 @@ def test_suspend_keeps_checkpoints_and_resume_continues(home, operator: Operator
 
     job = wait_job(plane, namespace, "pause", lambda job: job.get("status", {}).get("phase") == "Suspended" and not trainer_pods(plane, namespace, uid), "Suspended with no pod left", timeout=150)
     kept = job["status"]["checkpoints"]
-    assert kept and has_condition(job, "Suspended", "True", "SuspendedByUser")
+    assert kept
+    assert has_condition(job, "Suspended", "True", "SuspendedByUser")
     suspended_step = kept[-1]["step"]
 
     patch_job(plane, namespace, "pause", {"spec": {"suspend": False}})
@@ -233,7 +243,8 @@ def test_deleted_trainer_job_is_recreated(home, operator: OperatorProcess, runne
 
     job = wait_job(plane, namespace, "recreated", lambda job: has_condition(job, "Succeeded"), "Succeeded with the new trainer Job")
     warnings = [event for event in events_of(plane, namespace, "recreated") if event.reason == "WorkloadDeleted"]
-    assert warnings and warnings[0].type == "Warning"
+    assert warnings
+    assert warnings[0].type == "Warning"
     assert "resum" in runner.log_of(job["status"]["workload"]["podName"]).lower()
 
 
@@ -246,7 +257,9 @@ def test_invalid_change_fails_job_and_frees_gpu(home, operator: OperatorProcess,
 
     job = wait_job(plane, namespace, "changed", lambda job: has_condition(job, "Failed"), "Failed after the invalid change")
     failed = condition_of(job, "Failed")
-    assert failed["reason"] == "InvalidSpec" and "ftp://example.invalid/out" in failed["message"]
+    assert failed["reason"] == "InvalidSpec"
+    assert "ftp://example.invalid/out" in failed["message"]
     wait_for(lambda: not trainer_pods(plane, namespace, uid), "the trainer pod is stopped", timeout=150)
     jobs = client.BatchV1Api(plane.api_client).list_namespaced_job(namespace, label_selector=f"{UID_LABEL}={uid}").items
-    assert len(jobs) == 1 and jobs[0].spec.suspend, "the trainer Job stays, suspended, with its checkpoints"
+    assert len(jobs) == 1, "the trainer Job stays, with its checkpoints"
+    assert jobs[0].spec.suspend, "the trainer Job is suspended, so it frees its GPU"

@@ -86,7 +86,8 @@ def test_job_without_output_fails_at_once(home, operator: OperatorProcess, names
     create_job(plane, body)
     job = wait_job(plane, namespace, "nowhere", lambda job: has_condition(job, "Failed"), "Failed as expected", timeout=REFERENCE_TIMEOUT_SECONDS)
     failed = condition_of(job, "Failed")
-    assert failed["reason"] == "InvalidSpec" and "spec.output.storageUri is required" in failed["message"]
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.output.storageUri is required" in failed["message"]
     assert job["status"]["phase"] == "Failed"
     assert not client.BatchV1Api(plane.api_client).list_namespaced_job(namespace).items
 
@@ -106,5 +107,6 @@ def test_full_pool_queues_jobs(home, operator: OperatorProcess, runner, namespac
     queued = [name for name in ("first", "second") if has_condition(read_job(plane, namespace, name), "Scheduled", "False", "WaitingForCapacity")]
     assert len(queued) == 1, "exactly one of the two jobs waits for the pool's single place"
     message = condition_of(read_job(plane, namespace, queued[0]), "Scheduled")["message"]
-    assert "capacity" in message and "one-at-a-time" in message
+    assert "capacity" in message
+    assert "one-at-a-time" in message
     wait_job(plane, namespace, queued[0], lambda job: has_condition(job, "Succeeded"), "Succeeded once the other job finished")

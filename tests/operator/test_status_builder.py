@@ -69,7 +69,8 @@ def test_unschedulable_pod_shows_scheduler_reason(resolved: ResolvedJob) -> None
     scheduled = condition(valid(update.status), "Scheduled")
     assert update.phase == JobPhase.SCHEDULING.value
     assert scheduled["reason"] == ConditionReason.UNSCHEDULABLE.value
-    assert "didn't match Pod's node affinity/selector" in scheduled["message"] and "NVIDIA-L40" in scheduled["message"]
+    assert "didn't match Pod's node affinity/selector" in scheduled["message"]
+    assert "NVIDIA-L40" in scheduled["message"]
     assert [transition.reason for transition in update.transitions] == ["Unschedulable"]
 
 
@@ -84,7 +85,8 @@ def test_running_trainer_fills_progress_and_evaluation(resolved: ResolvedJob) ->
                                   "samplesPerSecond": "41.2", "estimatedRemainingSeconds": 90}  # fmt: skip
     assert status["evaluation"] == {"step": 25, "loss": "2.5", "imageToTextRecallAt1": "0.125", "textToImageRecallAt5": "0.5"}
     assert status["checkpoints"][0]["name"] == "checkpoint-25"
-    assert status["nodeName"] == "kwok-l40-0" and status["startTime"] == "2026-12-04T10:00:00Z"
+    assert status["nodeName"] == "kwok-l40-0"
+    assert status["startTime"] == "2026-12-04T10:00:00Z"
     assert status["workload"] == {"cluster": "managed", "namespace": "default", "jobName": resolved.workload, "podName": "w-1"}
     assert status["resolvedSettings"]["learningRate"] == "5e-4"
 
@@ -112,7 +114,8 @@ def test_permanent_trainer_error_fails_with_its_message(resolved: ResolvedJob) -
     failed = condition(valid(update.status), "Failed")
     assert update.phase == JobPhase.FAILED.value
     assert failed["reason"] == ConditionReason.CONFIGURATION_ERROR.value
-    assert "exited with code 3 (an invalid dataset)" in failed["message"] and "captions.jsonl line 4" in failed["message"]
+    assert "exited with code 3 (an invalid dataset)" in failed["message"]
+    assert "captions.jsonl line 4" in failed["message"]
     assert update.status["completionTime"] == "2026-12-04T10:00:00Z"
 
 
@@ -121,7 +124,8 @@ def test_backoff_limit_reports_oom(resolved: ResolvedJob) -> None:
     update = build_status({}, resolved, Observation(trainer_job(failed=4, condition=("Failed", "BackoffLimitExceeded")), [oom]), T0)
     failed = condition(update.status, "Failed")
     assert failed["reason"] == ConditionReason.BACKOFF_LIMIT_EXCEEDED.value
-    assert "OOMKilled" in failed["message"] and update.status["failedAttempts"] == 4
+    assert "OOMKilled" in failed["message"]
+    assert update.status["failedAttempts"] == 4
 
 
 def test_failed_attempt_waits_for_retry(resolved: ResolvedJob) -> None:
@@ -165,7 +169,9 @@ def test_problem_status(problem: Problem, phase: JobPhase, condition_type: str) 
     update = problem_status({}, problem, generation=2, now=T0)
     assert update.phase == phase.value
     found = condition(valid(update.status), condition_type)
-    assert found["reason"] == problem.reason.value and found["message"] == problem.message and found["observedGeneration"] == 2
+    assert found["reason"] == problem.reason.value
+    assert found["message"] == problem.message
+    assert found["observedGeneration"] == 2
 
 
 def test_unreachable_cluster_keeps_running_phase_unknown() -> None:
@@ -183,7 +189,8 @@ def test_image_pull_error_is_reported(resolved: ResolvedJob) -> None:
     update = build_status({}, resolved, Observation(trainer_job(), [stuck]), T0)
     running = condition(valid(update.status), "Running")
     assert running["reason"] == ConditionReason.IMAGE_PULL_FAILED.value
-    assert "kubeclip:typo" in running["message"] and "--trainer-image" in running["message"]
+    assert "kubeclip:typo" in running["message"]
+    assert "--trainer-image" in running["message"]
     assert update.transitions[-1].reason == ConditionReason.IMAGE_PULL_FAILED.value
 
 
